@@ -1,0 +1,472 @@
+"""Named error-injection points with ScyllaDB's semantics (SPEC §3).
+
+An `Injector` belongs to one node and one asyncio loop; it is not thread-safe.
+A disabled point costs one dictionary lookup. An enabled point tells every
+listener (the node's `EventLog`) synchronously, before its action runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .events import DISABLE, ENABLE, ENTER, MESSAGE, RESUME, TIMEOUT
+
+LAMBDA = "lambda"
+SLEEP = "sleep"
+EXCEPTION = "exception"
+HANDLER = "handler"
+WAIT_FOR_MESSAGE = "wait_for_message"
+PARAMETER = "parameter"
+KINDS = (LAMBDA, SLEEP, EXCEPTION, HANDLER, WAIT_FOR_MESSAGE, PARAMETER)
+
+#: How long a breakpoint parks when the caller names no timeout (ScyllaDB tests use minutes).
+DEFAULT_BREAKPOINT_TIMEOUT = 300.0
+
+T = TypeVar("T")
+Listener = Callable[[str, str | None, str, int | None, int, bool, Mapping[str, str]], Any]
+ErrorSpec = BaseException | type[BaseException] | Callable[[], BaseException] | None
+
+_logger = logging.getLogger("pytest_injection_events.injector")
+
+
+class InjectedError(Exception):
+    """What an enabled `exception` point raises unless told otherwise."""
+
+    def __init__(self, injection: str) -> None:
+        super().__init__(f"injected error: {injection}")
+        self.injection = injection
+
+
+class BreakpointTimeout(TimeoutError):
+    """A parked point got no message in time."""
+
+    def __init__(self, injection: str, timeout: float) -> None:
+        super().__init__(f"{injection}: no message within {timeout:g}s")
+        self.injection = injection
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    """A catalog entry: what a point is, for `/points` and did-you-mean hints."""
+
+    name: str
+    kind: str
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class ShardState:
+    enabled: bool
+    parameters: dict[str, str]
+
+
+class _Done:
+    """An awaitable that is already done: what a disabled async point returns."""
+
+    __slots__ = ()
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return iter(())
+
+
+_DONE = _Done()
+
+
+class _Shard:
+    __slots__ = (
+        "enabled",
+        "enters",
+        "message_base",
+        "parked",
+        "received",
+        "running",
+        "shared_read",
+        "waiters",
+    )
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.enters = 0
+        self.received = 0  # messages since the injection was first enabled
+        self.message_base = 0  # `received` at the last (re-)enable: older ones are not news
+        self.shared_read = 0  # messages taken by handlers that do not share them
+        self.waiters: list[asyncio.Future[None]] = []
+        self.parked = 0
+        self.running = 0  # handlers still running, which keeps a one-shot alive
+
+
+class _Injection:
+    __slots__ = ("enters", "name", "one_shot", "parameters", "released", "shards")
+
+    def __init__(self, name: str, shards: int) -> None:
+        self.name = name
+        self.one_shot = False
+        self.parameters: dict[str, str] = {}
+        self.shards = [_Shard() for _ in range(shards)]
+        self.enters = 0
+        self.released = False  # disabled: parked handlers go on, nothing fires again
+
+    def listed(self) -> bool:
+        return any(shard.enabled for shard in self.shards)
+
+    def wake(self) -> None:
+        for shard in self.shards:
+            for waiter in shard.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+class InjectionHandler:
+    """What a `handler` point's function receives: messages and parameters."""
+
+    def __init__(
+        self, injector: Injector, injection: _Injection, kind: str, shard: int, share_messages: bool
+    ) -> None:
+        self._injector = injector
+        self._injection = injection
+        self._kind = kind
+        self._shard = injection.shards[shard]
+        self.shard = shard
+        self._share_messages = share_messages
+        self._read = self._shard.message_base
+
+    @property
+    def name(self) -> str:
+        return self._injection.name
+
+    def poll_for_message(self) -> bool:
+        """Take an unread message if there is one, without waiting."""
+        shard = self._shard
+        if self._share_messages:
+            if self._read < shard.received:
+                self._read += 1
+                return True
+            return False
+        if shard.shared_read < shard.received:
+            shard.shared_read += 1
+            return True
+        return False
+
+    async def wait_for_message(self, timeout: float = DEFAULT_BREAKPOINT_TIMEOUT) -> None:
+        """Park until a message arrives (or the injection is disabled); raise on timeout."""
+        injection, shard = self._injection, self._shard
+        if not (self.poll_for_message() or injection.released):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            shard.parked += 1
+            try:
+                while not (self.poll_for_message() or injection.released):
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        self._injector._emit(injection, self._kind, TIMEOUT, self.shard)
+                        raise BreakpointTimeout(injection.name, timeout)
+                    waiter = loop.create_future()
+                    shard.waiters.append(waiter)
+                    timer = loop.call_later(remaining, _wake_waiter, waiter)
+                    try:
+                        await waiter
+                    finally:
+                        timer.cancel()
+                        shard.waiters.remove(waiter)
+            finally:
+                shard.parked -= 1
+        self._injector._emit(injection, self._kind, RESUME, self.shard)
+
+    def get(self, key: str) -> str | None:
+        return self._injection.parameters.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        """Export a value the test can read back through the injection's parameters."""
+        self._injection.parameters[key] = str(value)
+
+
+def _wake_waiter(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Injector:
+    """The injection points of one node, with `shards` independent copies of their state."""
+
+    def __init__(
+        self,
+        *,
+        shards: int = 1,
+        points: Iterable[PointInfo] = (),
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        self.shards = shards
+        self.log = logger or _logger
+        self._enabled: dict[str, _Injection] = {}  # the hot dict: holds while any shard does
+        self._last: dict[str, _Injection] = {}  # counters outlive a disable until re-enable
+        self._catalog: dict[str, PointInfo] = {}
+        self._listeners: list[Listener] = []
+        for point in points:
+            self.declare(point.name, point.kind, point.doc)
+
+    # -- listeners and catalog ------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(name, kind, phase, shard, enter_count, one_shot, parameters)`
+        at every event; returns the function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def declare(self, name: str, kind: str, doc: str = "") -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind of point {kind!r}; expected one of {', '.join(KINDS)}")
+        self._catalog[name] = PointInfo(name, kind, doc)
+
+    def catalog(self) -> list[PointInfo]:
+        return list(self._catalog.values())
+
+    # -- control ---------------------------------------------------------------
+
+    def enable(
+        self, name: str, one_shot: bool = False, parameters: Mapping[str, str] | None = None
+    ) -> None:
+        """Enable on every shard; re-enabling replaces parameters and resets counters."""
+        injection = self._enabled.get(name)
+        if injection is None:
+            injection = _Injection(name, self.shards)
+            self._enabled[name] = self._last[name] = injection
+        injection.one_shot = bool(one_shot)
+        injection.parameters = {str(k): str(v) for k, v in (parameters or {}).items()}
+        injection.enters = 0
+        for shard in injection.shards:
+            shard.enabled = True
+            shard.enters = 0
+            shard.message_base = shard.received
+            shard.shared_read = max(shard.shared_read, shard.received)
+        self._emit(injection, self._kind_of(name), ENABLE, None)
+
+    def disable(self, name: str) -> None:
+        """Disable on every shard and let every handler parked on it go on."""
+        injection = self._enabled.pop(name, None)
+        if injection is None:
+            return
+        injection.released = True
+        for shard in injection.shards:
+            shard.enabled = False
+        injection.wake()
+        self._emit(injection, self._kind_of(name), DISABLE, None)
+
+    def disable_all(self) -> None:
+        for name in list(self._enabled):
+            self.disable(name)
+
+    def receive_message(self, name: str) -> None:
+        """Wake handlers parked on `name` (on every shard); ignored if it is not enabled."""
+        injection = self._enabled.get(name)
+        if injection is None:
+            return
+        for shard in injection.shards:
+            shard.received += 1
+        injection.wake()
+        self._emit(injection, self._kind_of(name), MESSAGE, None)
+
+    # -- state -----------------------------------------------------------------
+
+    def is_enabled(self, name: str) -> bool:
+        injection = self._enabled.get(name)
+        return injection is not None and injection.listed()
+
+    def enabled_injections(self) -> list[str]:
+        return [name for name, injection in self._enabled.items() if injection.listed()]
+
+    def enter_count(self, name: str) -> int:
+        injection = self._last.get(name)
+        return injection.enters if injection is not None else 0
+
+    def waiters(self, name: str) -> int:
+        injection = self._enabled.get(name)
+        return sum(s.parked for s in injection.shards) if injection is not None else 0
+
+    def get_parameters(self, name: str) -> dict[str, str] | None:
+        """The parameters of an enabled injection, without counting a hit."""
+        injection = self._enabled.get(name)
+        return dict(injection.parameters) if injection is not None else None
+
+    def injection_state(self, name: str) -> list[ShardState]:
+        """One entry per shard, as ScyllaDB's GET of one injection answers."""
+        injection = self._enabled.get(name)
+        if injection is None:
+            return [ShardState(False, {}) for _ in range(self.shards)]
+        return [ShardState(s.enabled, dict(injection.parameters)) for s in injection.shards]
+
+    def enter_counts(self) -> dict[str, int]:
+        return {name: injection.enters for name, injection in self._last.items()}
+
+    # -- points (the hot path) -------------------------------------------------
+
+    def inject(self, name: str, fn: Callable[[], T], *, shard: int = 0) -> T | None:
+        """A `lambda` point: call `fn` when enabled; its result, else None."""
+        injection = self._enabled.get(name)
+        if injection is None or not self._fire(injection, LAMBDA, shard):
+            return None
+        return fn()
+
+    def inject_parameter(self, name: str, key: str = "value", *, shard: int = 0) -> str | None:
+        """A `parameter` point: the enabled injection's parameter `key`, else None."""
+        injection = self._enabled.get(name)
+        if injection is None or not self._fire(injection, PARAMETER, shard):
+            return None
+        return injection.parameters.get(key)
+
+    def inject_exception(self, name: str, error: ErrorSpec = None, *, shard: int = 0) -> None:
+        """An `exception` point: raise `error` (default `InjectedError(name)`) when enabled."""
+        injection = self._enabled.get(name)
+        if injection is None or not self._fire(injection, EXCEPTION, shard):
+            return
+        if error is None:
+            raise InjectedError(name)
+        if isinstance(error, BaseException):
+            raise error
+        raise error()
+
+    def inject_sleep(
+        self,
+        name: str,
+        duration: float | Callable[[Mapping[str, str]], float] | None = None,
+        *,
+        deadline: float | None = None,
+        shard: int = 0,
+    ) -> Awaitable[None]:
+        """A `sleep` point: sleep `duration` seconds (or a function of the parameters),
+        or until `deadline` on the loop's clock."""
+        injection = self._enabled.get(name)
+        if injection is None:
+            return _DONE
+        return self._sleep(injection, duration, deadline, shard)
+
+    def inject_handler(
+        self,
+        name: str,
+        fn: Callable[[InjectionHandler], Awaitable[Any]],
+        *,
+        share_messages: bool = True,
+        shard: int = 0,
+    ) -> Awaitable[None]:
+        """A `handler` point: run `await fn(handler)` when enabled."""
+        injection = self._enabled.get(name)
+        if injection is None:
+            return _DONE
+        return self._run_handler(injection, HANDLER, fn, share_messages, shard)
+
+    def inject_wait_for_message(
+        self, name: str, timeout: float = DEFAULT_BREAKPOINT_TIMEOUT, *, shard: int = 0
+    ) -> Awaitable[None]:
+        """A breakpoint: park until a message, logging ScyllaDB's lines; raise
+        `BreakpointTimeout` if none comes within `timeout` seconds."""
+        injection = self._enabled.get(name)
+        if injection is None:
+            return _DONE
+
+        async def park(handler: InjectionHandler) -> None:
+            loop = asyncio.get_running_loop()
+            # Push first, then log: the stream writer runs before this callback.
+            loop.call_soon(self._log_line, "%s: waiting for message", name, shard)
+            await handler.wait_for_message(timeout)
+            loop.call_soon(self._log_line, "%s: message received", name, shard)
+
+        return self._run_handler(injection, WAIT_FOR_MESSAGE, park, True, shard)
+
+    # -- internals -------------------------------------------------------------
+
+    def _fire(self, injection: _Injection, kind: str, shard: int, runs: bool = False) -> bool:
+        """Count a hit on an enabled injection and announce it; False if it does not fire.
+
+        `runs`: the point goes on running a handler, which keeps a one-shot alive
+        (not listed, not firing again, but reachable by messages) until it ends.
+        """
+        try:
+            state = injection.shards[shard]
+        except (IndexError, TypeError):
+            raise ValueError(
+                f"shard {shard!r} is out of range: this injector has {self.shards} shard(s)"
+            ) from None
+        if not state.enabled:
+            return False
+        state.enters += 1
+        injection.enters += 1
+        if runs:
+            state.running += 1
+        if injection.one_shot:
+            state.enabled = False
+        if injection.name not in self._catalog:
+            self._catalog[injection.name] = PointInfo(injection.name, kind)
+        self._emit(injection, kind, ENTER, shard)
+        if injection.one_shot:
+            self._retire_if_done(injection)
+        return True
+
+    def _retire_if_done(self, injection: _Injection) -> None:
+        """Drop a spent one-shot from the hot dict once no shard holds or runs it."""
+        if injection.listed() or any(s.running for s in injection.shards):
+            return
+        if self._enabled.get(injection.name) is injection:
+            del self._enabled[injection.name]
+
+    async def _sleep(
+        self,
+        injection: _Injection,
+        duration: float | Callable[[Mapping[str, str]], float] | None,
+        deadline: float | None,
+        shard: int,
+    ) -> None:
+        if not self._fire(injection, SLEEP, shard):
+            return
+        if deadline is not None:
+            seconds = deadline - asyncio.get_running_loop().time()
+        elif callable(duration):
+            seconds = duration(injection.parameters)
+        else:
+            seconds = duration or 0.0
+        await asyncio.sleep(max(0.0, seconds))
+
+    async def _run_handler(
+        self,
+        injection: _Injection,
+        kind: str,
+        fn: Callable[[InjectionHandler], Awaitable[Any]],
+        share_messages: bool,
+        shard: int,
+    ) -> None:
+        if not self._fire(injection, kind, shard, runs=True):
+            return
+        state = injection.shards[shard]
+        try:
+            await fn(InjectionHandler(self, injection, kind, shard, share_messages))
+        finally:
+            state.running -= 1
+            if injection.one_shot:
+                self._retire_if_done(injection)
+
+    def _emit(self, injection: _Injection, kind: str | None, phase: str, shard: int | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(
+                    injection.name,
+                    kind,
+                    phase,
+                    shard,
+                    injection.enters,
+                    injection.one_shot,
+                    injection.parameters,
+                )
+            except Exception:
+                self.log.exception("injection event listener failed")
+
+    def _kind_of(self, name: str) -> str | None:
+        point = self._catalog.get(name)
+        return point.kind if point is not None else None
+
+    def _log_line(self, message: str, name: str, shard: int) -> None:
+        self.log.info(message, name, extra={"shard": shard, "injection": name})

@@ -1,0 +1,408 @@
+"""The HTTP API of a node: ScyllaDB's `/v2/error_injection/*` plus the SSE stream (SPEC §5).
+
+`InjectionRoutes` adds the routes to any aiohttp application (for services that
+embed the injector); `InjectionServer` runs an application with them, the JSON
+error and token middlewares and the loopback-only default.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from .events import DEFAULT_MAX_PENDING, PHASES, EventLog
+from .injector import Injector
+
+PREFIX = "/v2/error_injection"
+DEFAULT_PORT = 10000
+MAX_BODY = 1024 * 1024
+MAX_NAME = 1024
+DEFAULT_MAX_CLIENTS = 256
+DEFAULT_HEARTBEAT = 15.0
+RETRY_MS = 1000
+#: Headers that tell a reader which life of which node it is talking to.
+BOOT_HEADER = "X-Injection-Boot"
+NODE_HEADER = "X-Injection-Node"
+TOKEN_ENV = "INJECTION_EVENTS_TOKEN"
+
+_log = logging.getLogger("pytest_injection_events.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(web.HTTPBadRequest):
+    """A 400 whose reason the error middleware puts in the JSON body."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(text=reason)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(data), content_type="application/json", charset="utf-8"
+    )
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    response = json_response({"error": message}, status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answers `{"error": "..."}`; an unexpected exception is a 500 that is logged."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        elif exc.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 413:
+            message = f"request body too large: the limit is {MAX_BODY} bytes"
+        headers = {
+            k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")
+        }
+        return error_response(exc.status, message, headers)
+    except Exception as exc:  # a bug of ours: say so in JSON and keep serving
+        _log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, expected):
+            return error_response(
+                401,
+                "missing or wrong bearer token",
+                {"WWW-Authenticate": 'Bearer realm="injection"'},
+            )
+        return await handler(request)
+
+    return check_token
+
+
+def _text(value: str, what: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} is not valid UTF-8 text") from None
+    return value
+
+
+def parse_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if len(name) > MAX_NAME:
+        raise BadRequest(
+            f"injection name too long: {len(name)} characters, the limit is {MAX_NAME}"
+        )
+    return _text(name, "injection name")
+
+
+def parse_bool(value: str | None, what: str) -> bool:
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise BadRequest(f"{what} must be true, false, 1 or 0 (any case), got {value!r}")
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not allowed")
+
+
+def parse_parameters(body: bytes) -> dict[str, str]:
+    """A JSON object of strings; numbers and booleans become their string form, as
+    ScyllaDB's test client sends them; anything nested is refused."""
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(
+            body.decode("utf-8"), parse_int=str, parse_float=str, parse_constant=_refuse_constant
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("body is not UTF-8") from None
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"body must be a JSON object of strings, got {type(data).__name__}")
+    parameters: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, bool):
+            value = str(value)
+        elif not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            raise BadRequest(f"parameter {key!r} must be a string, number or boolean, got {kind}")
+        parameters[_text(key, "parameter name")] = _text(value, f"parameter {key!r}")
+    return parameters
+
+
+def parse_seq(value: str, what: str) -> int:
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise BadRequest(f"{what} must be a non-negative integer (an event seq), got {value!r}")
+    return int(value)
+
+
+def parse_heartbeat(value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.01 <= seconds <= 3600:
+        raise BadRequest(f"heartbeat must be a number of seconds from 0.01 to 3600, got {value!r}")
+    return seconds
+
+
+class InjectionRoutes:
+    """The §5 endpoints of one node, over its injector and event log."""
+
+    def __init__(
+        self,
+        injector: Injector,
+        event_log: EventLog,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        send_timeout: float | None = 120.0,
+        boot_id: str | None = None,
+    ) -> None:
+        self.injector = injector
+        self.event_log = event_log
+        self.max_clients = max_clients
+        self.max_pending = max_pending
+        self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+        self.boot_id = boot_id or secrets.token_hex(8)
+        self.clients = 0
+
+    def add_to(self, app: web.Application) -> None:
+        one = PREFIX + "/injection/{name}"
+        app.router.add_post(one, self.enable)
+        app.router.add_delete(one, self.disable)
+        app.router.add_get(one, self.get_one)
+        app.router.add_get(PREFIX + "/injection", self.list_enabled)
+        app.router.add_delete(PREFIX + "/injection", self.disable_all)
+        app.router.add_post(one + "/message", self.message)
+        app.router.add_get(one + "/enters", self.enters)
+        app.router.add_get(PREFIX + "/points", self.points)
+        app.router.add_get(PREFIX + "/events", self.events, allow_head=False)
+        app.on_shutdown.append(self._close_streams)
+
+    async def enable(self, request: web.Request) -> web.Response:
+        name = parse_name(request)
+        one_shot = parse_bool(request.query.get("one_shot"), "one_shot")
+        parameters = parse_parameters(await request.read())
+        self.injector.enable(name, one_shot=one_shot, parameters=parameters)
+        return json_response({"injection": name, "one_shot": one_shot, "parameters": parameters})
+
+    async def disable(self, request: web.Request) -> web.Response:
+        name = parse_name(request)
+        self.injector.disable(name)
+        return json_response({"injection": name, "enabled": False})
+
+    async def get_one(self, request: web.Request) -> web.Response:
+        states = self.injector.injection_state(parse_name(request))
+        return json_response(
+            [
+                {
+                    "enabled": state.enabled,
+                    "parameters": [{"key": k, "value": v} for k, v in state.parameters.items()],
+                }
+                for state in states
+            ]
+        )
+
+    async def list_enabled(self, request: web.Request) -> web.Response:
+        return json_response(self.injector.enabled_injections())
+
+    async def disable_all(self, request: web.Request) -> web.Response:
+        self.injector.disable_all()
+        return json_response({"enabled": []})
+
+    async def message(self, request: web.Request) -> web.Response:
+        name = parse_name(request)
+        self.injector.receive_message(name)
+        return json_response({"injection": name, "waiters": self.injector.waiters(name)})
+
+    async def enters(self, request: web.Request) -> web.Response:
+        return json_response(self.injector.enter_count(parse_name(request)))
+
+    async def points(self, request: web.Request) -> web.Response:
+        counts = self.injector.enter_counts()
+        return json_response(
+            [
+                {"name": p.name, "type": p.kind, "doc": p.doc, "enter_count": counts.get(p.name, 0)}
+                for p in self.injector.catalog()
+            ]
+        )
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        injections = [_text(name, "injection filter") for name in query.getall("injection", [])]
+        if "" in injections:
+            raise BadRequest("injection filter must not be empty")
+        phases = query.getall("phase", [])
+        unknown = sorted(set(phases) - PHASES)
+        if unknown:
+            raise BadRequest(
+                f"unknown phase {unknown[0]!r}; expected one of {', '.join(sorted(PHASES))}"
+            )
+        heartbeat = parse_heartbeat(query.get("heartbeat"), self.heartbeat)
+        after = self._resume_point(request)
+        if self.clients >= self.max_clients:
+            return error_response(
+                503,
+                f"too many event stream clients (limit {self.max_clients})",
+                {"Retry-After": "1"},
+            )
+        response = EventSourceResponse(
+            sep="\n",
+            ping_interval=heartbeat,
+            send_timeout=self.send_timeout,
+            headers={BOOT_HEADER: self.boot_id, NODE_HEADER: self.event_log.node_id},
+        )
+        subscription = self.event_log.subscribe(
+            after=after, injections=injections, phases=phases, max_pending=self.max_pending
+        )
+        self.clients += 1
+        try:
+            await response.prepare(request)
+            async with response:
+                await response.write(f"retry: {RETRY_MS}\n\n".encode())
+                while batch := await subscription.next_batch():
+                    await response.write(b"".join([record.frame for record in batch]))
+                    if subscription.closed:
+                        break
+        except ConnectionError:
+            pass  # the reader went away; nothing of ours to clean beyond the subscription
+        finally:
+            self.clients -= 1
+            subscription.close()
+        return response
+
+    def _resume_point(self, request: web.Request) -> int | None:
+        """The seq to replay after: Last-Event-ID (what a reconnecting EventSource sends)
+        wins over `?last_event_id=` (what the first URL carried)."""
+        header = request.headers.get("Last-Event-ID", "").strip()
+        if header:
+            after = parse_seq(header, "Last-Event-ID")
+        elif "last_event_id" in request.query:
+            after = parse_seq(request.query["last_event_id"], "last_event_id")
+        else:
+            return None
+        boot = request.query.get("boot")
+        if boot is not None and boot != self.boot_id:
+            return 0  # the reader saw an earlier life of this node: all of this one is new
+        return after
+
+    async def _close_streams(self, app: web.Application) -> None:
+        self.event_log.close()
+
+
+def is_loopback(host: str) -> bool:
+    """True if every address `host` names is a loopback address."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def check_bind_address(host: str, allow_remote: bool) -> None:
+    if not allow_remote and not is_loopback(host):
+        raise ValueError(
+            f"refusing to listen on {host!r}: not a loopback address. The injection API lets "
+            "anyone who reaches it stall the node; pass allow_remote=True (--allow-remote) "
+            "if that is what you want."
+        )
+
+
+class InjectionServer:
+    """Serves one injector's API and event stream on host:port until stopped.
+
+    Add routes of your own to `.app` before `start()`.
+    """
+
+    def __init__(
+        self,
+        injector: Injector,
+        event_log: EventLog,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        token: str | None = None,
+        allow_remote: bool = False,
+        **route_options: Any,
+    ) -> None:
+        check_bind_address(host, allow_remote)
+        self.host = host
+        self.port = port
+        middlewares = [json_errors]
+        if token:
+            middlewares.append(bearer_auth(token))
+        self.app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+        self.routes = InjectionRoutes(injector, event_log, **route_options)
+        self.routes.add_to(self.app)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        runner = web.AppRunner(
+            self.app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        server = site._server
+        if self.port == 0 and server is not None and server.sockets:  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> InjectionServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
