@@ -1,0 +1,146 @@
+"""REST client of a node's injection API (SPEC §5, §7), mirroring ScyllaDB's test client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from yarl import URL
+
+PREFIX = "/v2/error_injection"
+DEFAULT_PORT = 10000
+
+
+def base_url(target: str) -> str:
+    """`http://host:port` from a URL, `host:port` or a bare host (then port 10000)."""
+    target = target.strip()
+    if not target:
+        raise ValueError("empty node address")
+    if "://" not in target:
+        target = f"http://{target}"
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a node address: {target!r} (expected http://host:port or host)")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"bad port in node address {target!r}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def node_id_of(url: str) -> str:
+    """A node's default id, host:port, from its base URL."""
+    return url.split("://", 1)[-1].rstrip("/")
+
+
+class ApiError(Exception):
+    """A request the node answered with an error status."""
+
+    def __init__(self, method: str, url: str, status: int, message: str) -> None:
+        super().__init__(f"{method} {url} -> {status}: {message}")
+        self.method = method
+        self.url = url
+        self.status = status
+        self.message = message
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class InjectionApi:
+    """Async REST client of one node. Close it (`async with`, or `await api.close()`)."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = base_url(target)
+        self.token = token
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def __aenter__(self) -> InjectionApi:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    def _url(self, *segments: str) -> URL:
+        path = "/".join(quote(s, safe="") for s in segments)
+        return URL(f"{self.url}{PREFIX}/{path}", encoded=True)
+
+    async def _request(
+        self, method: str, url: URL, *, params: dict[str, str] | None = None, body: Any = None
+    ) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._owns_session = True
+        data = json.dumps(body) if body is not None else None
+        headers = auth_headers(self.token)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self._session.request(
+                method, url, params=params, data=data, headers=headers, timeout=self._timeout
+            ) as response:
+                text = await response.text()
+                if response.status != 200:
+                    try:
+                        message = json.loads(text)["error"]
+                    except (ValueError, KeyError, TypeError):
+                        message = text[:500]
+                    raise ApiError(method, str(url), response.status, message)
+                return json.loads(text) if text else None
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise ConnectionError(
+                f"{method} {url}: node unreachable: {exc or type(exc).__name__}"
+            ) from exc
+
+    async def enable_injection(
+        self, name: str, one_shot: bool = False, parameters: dict[str, Any] | None = None
+    ) -> None:
+        """Enable `name`; parameter values go as strings, as ScyllaDB's client sends them."""
+        body = {str(k): str(v) for k, v in (parameters or {}).items()}
+        params = {"one_shot": "true" if one_shot else "false"}
+        await self._request("POST", self._url("injection", name), params=params, body=body)
+
+    async def disable_injection(self, name: str) -> None:
+        await self._request("DELETE", self._url("injection", name))
+
+    async def disable_all(self) -> None:
+        await self._request("DELETE", self._url("injection"))
+
+    async def get_enabled_injections(self) -> list[str]:
+        return list(await self._request("GET", self._url("injection")))
+
+    async def get_injection(self, name: str) -> list[dict[str, Any]]:
+        """One `{"enabled", "parameters": [{"key", "value"}]}` per shard."""
+        return list(await self._request("GET", self._url("injection", name)))
+
+    async def message_injection(self, name: str) -> None:
+        await self._request("POST", self._url("injection", name, "message"))
+
+    async def get_enter_count(self, name: str) -> int:
+        return int(await self._request("GET", self._url("injection", name, "enters")))
+
+    async def points(self) -> list[dict[str, Any]]:
+        """The node's catalog: `[{"name", "type", "doc", "enter_count"}]`."""
+        return list(await self._request("GET", self._url("points")))
+
+    def __repr__(self) -> str:
+        return f"<InjectionApi {self.url}>"
