@@ -32,6 +32,8 @@ RETRY_MS = 1000
 #: Headers that tell a reader which life of which node it is talking to.
 BOOT_HEADER = "X-Injection-Boot"
 NODE_HEADER = "X-Injection-Node"
+#: The last seq when the stream began: a reader that got no event yet resumes after it.
+LAST_SEQ_HEADER = "X-Injection-Last-Seq"
 TOKEN_ENV = "INJECTION_EVENTS_TOKEN"
 
 _log = logging.getLogger("pytest_injection_events.server")
@@ -280,14 +282,16 @@ class InjectionRoutes:
                 f"too many event stream clients (limit {self.max_clients})",
                 {"Retry-After": "1"},
             )
-        response = EventSourceResponse(
-            sep="\n",
-            ping_interval=heartbeat,
-            send_timeout=self.send_timeout,
-            headers={BOOT_HEADER: self.boot_id, NODE_HEADER: self.event_log.node_id},
-        )
         subscription = self.event_log.subscribe(
             after=after, injections=injections, phases=phases, max_pending=self.max_pending
+        )
+        identity = {
+            BOOT_HEADER: self.boot_id,
+            NODE_HEADER: self.event_log.node_id,
+            LAST_SEQ_HEADER: str(self.event_log.last_seq),
+        }
+        response = EventSourceResponse(
+            sep="\n", ping_interval=heartbeat, send_timeout=self.send_timeout, headers=identity
         )
         self.clients += 1
         try:
