@@ -387,6 +387,8 @@ class Injector:
         (not listed, not firing again, but reachable by messages) until it ends.
         """
         try:
+            if shard < 0:  # a negative index would pick a shard from the end
+                raise IndexError(shard)
             state = injection.shards[shard]
         except (IndexError, TypeError):
             raise ValueError(
