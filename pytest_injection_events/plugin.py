@@ -1,0 +1,333 @@
+"""The pytest plugin: options, fixtures and the `wait_for_injection` marker (SPEC §8).
+
+Only wiring lives here; the work is done by `FakeNode`, `InjectionApi` and
+`InjectionEventStream`, which are usable without pytest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from .client import InjectionApi, RemoteNode
+from .events import ENTER
+from .node import FakeCluster, FakeNode
+from .server import TOKEN_ENV
+from .stream import InjectionEventStream, event_logger
+
+MARKER = "wait_for_injection"
+_MARKER_HELP = (
+    "wait_for_injection(name, *, one_shot=True, parameters=None, timeout=None, count=1, "
+    "node=None): enable the injection before the test body and fail the test unless it "
+    "was entered `count` times within `timeout` seconds after the body; stackable."
+)
+_REPORT_KEY = "injection_hits"
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_urls: tuple[str, ...]
+    timeout: float
+    cluster_size: int
+    shards: int
+    token: str | None
+    report: bool
+
+
+@dataclass(frozen=True)
+class MarkedInjection:
+    """One `@pytest.mark.wait_for_injection`, checked."""
+
+    name: str
+    one_shot: bool = True
+    parameters: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    count: int = 1
+    node: Any = None
+
+    @classmethod
+    def from_marker(cls, mark: pytest.Mark) -> MarkedInjection:
+        if len(mark.args) != 1 or not isinstance(mark.args[0], str) or not mark.args[0]:
+            raise ValueError(f"takes one injection name as a string, got args {mark.args!r}")
+        unknown = set(mark.kwargs) - {"one_shot", "parameters", "timeout", "count", "node"}
+        if unknown:
+            raise ValueError(f"unknown keyword(s) {', '.join(sorted(unknown))}")
+        kwargs = dict(mark.kwargs)
+        count = kwargs.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
+        timeout = kwargs.get("timeout")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        parameters = kwargs.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ValueError(f"parameters must be a dict, got {type(parameters).__name__}")
+        kwargs["parameters"] = {str(k): str(v) for k, v in parameters.items()}
+        return cls(mark.args[0], **kwargs)
+
+
+def _settings(config: pytest.Config) -> Settings:
+    return config.stash[_settings_key]
+
+
+_settings_key = pytest.StashKey[Settings]()
+
+
+def _ini_number(config: pytest.Config, name: str, kind: type, minimum: float) -> Any:
+    raw = config.getini(name)
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"ini option {name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise pytest.UsageError(f"ini option {name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("injection-events", "error-injection event streams")
+    group.addoption(
+        "--injection-node-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        dest="injection_node_urls",
+        help="use this running node instead of fake ones (repeat for a cluster)",
+    )
+    group.addoption(
+        "--injection-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="default seconds to wait for an injection (ini injection_timeout, default 30)",
+    )
+    group.addoption(
+        "--injection-token",
+        default=None,
+        metavar="TOKEN",
+        help=f"bearer token of the given nodes (default: ${TOKEN_ENV})",
+    )
+    group.addoption(
+        "--injection-report",
+        action="store_true",
+        default=False,
+        help="summarize, per test, the injections hit, how often and when",
+    )
+    parser.addini("injection_timeout", "default seconds to wait for an injection", default="30")
+    parser.addini("injection_cluster_size", "nodes of injection_cluster", default="3")
+    parser.addini("injection_shards", "shards of each fake node", default="1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _MARKER_HELP)
+    timeout = config.getoption("injection_timeout")
+    if timeout is None:
+        timeout = _ini_number(config, "injection_timeout", float, 0)
+    elif timeout < 0:
+        raise pytest.UsageError(f"--injection-timeout must be >= 0, got {timeout}")
+    config.stash[_settings_key] = Settings(
+        node_urls=tuple(config.getoption("injection_node_urls") or ()),
+        timeout=float(timeout),
+        cluster_size=_ini_number(config, "injection_cluster_size", int, 1),
+        shards=_ini_number(config, "injection_shards", int, 1),
+        token=config.getoption("injection_token") or os.environ.get(TOKEN_ENV) or None,
+        report=bool(config.getoption("injection_report")),
+    )
+    if config.getoption("injection_report") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(InjectionReport(), "injection-report")
+    # The timeline of received events goes to each test's captured log.
+    if event_logger.level == logging.NOTSET or event_logger.level > logging.INFO:
+        event_logger.setLevel(logging.INFO)
+
+
+@pytest.fixture
+def injection_node(request: pytest.FixtureRequest) -> Iterator[FakeNode | RemoteNode]:
+    """A fresh fake node for this test, or the first `--injection-node-url`."""
+    settings = _settings(request.config)
+    if settings.node_urls:
+        yield RemoteNode(settings.node_urls[0])
+        return
+    with FakeNode(shards=settings.shards) as node:
+        yield node
+
+
+class RemoteCluster:
+    """The nodes given by `--injection-node-url`, shaped like a `FakeCluster`."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        self.nodes = [RemoteNode(url) for url in urls]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def __getitem__(self, index: int) -> RemoteNode:
+        return self.nodes[index]
+
+    def __iter__(self) -> Iterator[RemoteNode]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+@pytest.fixture
+def injection_cluster(request: pytest.FixtureRequest) -> Iterator[FakeCluster | RemoteCluster]:
+    """A fresh fake cluster (ini injection_cluster_size nodes), or the given nodes."""
+    settings = _settings(request.config)
+    if settings.node_urls:
+        yield RemoteCluster(settings.node_urls)
+        return
+    with FakeCluster(settings.cluster_size, settings.shards) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def injection_api(request: pytest.FixtureRequest, injection_node: Any) -> InjectionApi:
+    """REST client of `injection_node` (`await` its calls; `.sync` in sync tests)."""
+    return InjectionApi(injection_node.url, _settings(request.config).token)
+
+
+def _stream_targets(request: pytest.FixtureRequest) -> list[str]:
+    if "injection_cluster" in request.fixturenames:
+        return list(request.getfixturevalue("injection_cluster").urls)
+    return [request.getfixturevalue("injection_node").url]
+
+
+@pytest.fixture(name="injection_event_stream")
+def injection_event_stream_fixture(
+    request: pytest.FixtureRequest,
+) -> Iterator[InjectionEventStream]:
+    """A stream open before the test body: on `injection_node`, or on every node of
+    `injection_cluster` when the test uses it. Works in sync and async tests."""
+    stream = InjectionEventStream(_stream_targets(request), token=_settings(request.config).token)
+    with stream:
+        request.node.stash[_stream_key] = stream
+        yield stream
+
+
+_stream_key = pytest.StashKey[InjectionEventStream]()
+_marked_key = pytest.StashKey[list[tuple[MarkedInjection, list[str]]]]()
+
+
+def _marked(item: pytest.Item) -> list[MarkedInjection]:
+    marks = list(item.iter_markers(MARKER))
+    marks.reverse()  # the decorator nearest the function is applied first: keep source order
+    parsed = []
+    for mark in marks:
+        try:
+            parsed.append(MarkedInjection.from_marker(mark))
+        except ValueError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}") from None
+    return parsed
+
+
+def _marker_targets(request: pytest.FixtureRequest, marked: MarkedInjection) -> list[str]:
+    """Where a marked injection is enabled: `node` (index, id or URL), else every streamed node."""
+    urls = _stream_targets(request)
+    node = marked.node
+    if node is None:
+        return urls
+    if isinstance(node, int) and not isinstance(node, bool):
+        if not -len(urls) <= node < len(urls):
+            raise pytest.UsageError(f"@pytest.mark.{MARKER}: node={node} but there are {len(urls)}")
+        return [urls[node]]
+    wanted = str(getattr(node, "url", node))
+    for url in urls:
+        if wanted in (url, RemoteNode(url).node_id):
+            return [url]
+    raise pytest.UsageError(f"@pytest.mark.{MARKER}: node={node!r} is none of {urls}")
+
+
+@pytest.fixture(autouse=True)
+def _injection_marker_setup(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Before the body: stream open, marked injections enabled; after: disabled again."""
+    marked = _marked(request.node) if isinstance(request.node, pytest.Item) else []
+    if not marked:
+        yield
+        return
+    request.getfixturevalue("injection_event_stream")
+    token = _settings(request.config).token
+    enabled: list[tuple[MarkedInjection, list[str]]] = []
+    request.node.stash[_marked_key] = enabled
+    try:
+        for mark in marked:
+            urls = _marker_targets(request, mark)
+            for url in urls:
+                InjectionApi(url, token).sync.enable_injection(
+                    mark.name, mark.one_shot, mark.parameters
+                )
+            enabled.append((mark, urls))
+        yield
+    finally:
+        for mark, urls in enabled:
+            for url in urls:
+                try:
+                    InjectionApi(url, token).sync.disable_injection(mark.name)
+                except (ConnectionError, OSError):
+                    pass  # the node is gone: nothing is left enabled on it
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After the body: each marked injection must have been entered `count` times."""
+    result = yield
+    stream = item.stash.get(_stream_key, None)
+    default = _settings(item.config).timeout
+    for mark, urls in item.stash.get(_marked_key, []):
+        timeout = default if mark.timeout is None else mark.timeout
+        nodes = urls if len(urls) < len(stream.urls) else [None]  # type: ignore[union-attr]
+        for node in nodes:
+            stream.wait_for_injection_sync(  # type: ignore[union-attr]
+                mark.name, timeout, count=mark.count, node=node, consume=False
+            )
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Note what the test's stream saw, for --injection-report (also across xdist)."""
+    stream = item.stash.get(_stream_key, None)
+    if stream is not None and _settings(item.config).report:
+        item.user_properties.append((_REPORT_KEY, _hit_summary(stream)))
+    return (yield)
+
+
+def _hit_summary(stream: InjectionEventStream) -> list[tuple[str, int, float]]:
+    """(injection, enter count, seconds from stream open to its first hit)."""
+    first: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for event in stream.events:
+        if event.phase == ENTER and event.injection:
+            first.setdefault(event.injection, event.timestamp - stream.opened_at)
+            counts[event.injection] = counts.get(event.injection, 0) + 1
+    return [(name, counts[name], round(first[name], 6)) for name in counts]
+
+
+class InjectionReport:
+    """Collects the hit summaries of every test (from xdist workers too) and prints them."""
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[str, list[tuple[str, int, float]]]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown":
+            for key, value in report.user_properties:
+                if key == _REPORT_KEY:
+                    self.hits.append((report.nodeid, [tuple(hit) for hit in value]))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.section("injection report")
+        if not self.hits:
+            terminalreporter.write_line("no test used an injection event stream")
+        for nodeid, summary in self.hits:
+            terminalreporter.write_line(nodeid)
+            if not summary:
+                terminalreporter.write_line("    (no injection entered)")
+            for name, count, first in summary:
+                terminalreporter.write_line(f"    {name:<48} x{count:<4} first at +{first:.3f}s")
