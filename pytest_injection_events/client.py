@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 from yarl import URL
 
+T = TypeVar("T")
 PREFIX = "/v2/error_injection"
 DEFAULT_PORT = 10000
 
@@ -53,7 +55,12 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 
 class InjectionApi:
-    """Async REST client of one node. Close it (`async with`, or `await api.close()`)."""
+    """Async REST client of one node.
+
+    Inside `async with api:` calls share one connection pool; outside it each
+    call opens and closes its own, so the object works from any event loop and
+    never leaks a session. `api.sync` has the same calls for synchronous code.
+    """
 
     def __init__(
         self,
@@ -66,19 +73,27 @@ class InjectionApi:
         self.url = base_url(target)
         self.token = token
         self._session = session
-        self._owns_session = session is None
+        self._owns_session = False
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def __aenter__(self) -> InjectionApi:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._owns_session = True
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            await session.close()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session, self._owns_session = None, False
+
+    @property
+    def sync(self) -> SyncInjectionApi:
+        """The same calls, blocking, for synchronous tests."""
+        return SyncInjectionApi(self.url, self.token)
 
     def _url(self, *segments: str) -> URL:
         path = "/".join(quote(s, safe="") for s in segments)
@@ -88,14 +103,24 @@ class InjectionApi:
         self, method: str, url: URL, *, params: dict[str, str] | None = None, body: Any = None
     ) -> Any:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
+            async with aiohttp.ClientSession() as session:
+                return await self._send(session, method, url, params, body)
+        return await self._send(self._session, method, url, params, body)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        params: dict[str, str] | None,
+        body: Any,
+    ) -> Any:
         data = json.dumps(body) if body is not None else None
         headers = auth_headers(self.token)
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            async with self._session.request(
+            async with session.request(
                 method, url, params=params, data=data, headers=headers, timeout=self._timeout
             ) as response:
                 text = await response.text()
@@ -144,3 +169,62 @@ class InjectionApi:
 
     def __repr__(self) -> str:
         return f"<InjectionApi {self.url}>"
+
+
+class SyncInjectionApi:
+    """Blocking twin of `InjectionApi`, for synchronous tests; not for use inside a loop."""
+
+    def __init__(self, target: str, token: str | None = None, *, timeout: float = 30.0) -> None:
+        self._api = InjectionApi(target, token, timeout=timeout)
+        self.url = self._api.url
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(call)
+        call.close()
+        raise RuntimeError("SyncInjectionApi blocks; in async code use `await` on InjectionApi")
+
+    def enable_injection(
+        self, name: str, one_shot: bool = False, parameters: dict[str, Any] | None = None
+    ) -> None:
+        self._run(self._api.enable_injection(name, one_shot, parameters))
+
+    def disable_injection(self, name: str) -> None:
+        self._run(self._api.disable_injection(name))
+
+    def disable_all(self) -> None:
+        self._run(self._api.disable_all())
+
+    def get_enabled_injections(self) -> list[str]:
+        return self._run(self._api.get_enabled_injections())
+
+    def get_injection(self, name: str) -> list[dict[str, Any]]:
+        return self._run(self._api.get_injection(name))
+
+    def message_injection(self, name: str) -> None:
+        self._run(self._api.message_injection(name))
+
+    def get_enter_count(self, name: str) -> int:
+        return self._run(self._api.get_enter_count(name))
+
+    def points(self) -> list[dict[str, Any]]:
+        return self._run(self._api.points())
+
+    def __repr__(self) -> str:
+        return f"<SyncInjectionApi {self.url}>"
+
+
+class RemoteNode:
+    """A node given by URL (`--injection-node-url`): what a test can know of it."""
+
+    def __init__(self, target: str) -> None:
+        self.url = base_url(target)
+        parts = urlsplit(self.url)
+        self.host = parts.hostname or ""
+        self.port = parts.port or DEFAULT_PORT
+        self.node_id = node_id_of(self.url)
+
+    def __repr__(self) -> str:
+        return f"<RemoteNode {self.url}>"

@@ -88,12 +88,19 @@ def _log_event(event: InjectionEvent) -> None:
 class _Wait:
     """One pending `wait_for_injection`: what it matches and what it has taken so far."""
 
-    __slots__ = ("count", "future", "matches", "node", "taken")
+    __slots__ = ("consume", "count", "future", "matches", "node", "taken")
 
-    def __init__(self, matches: Callable[[InjectionEvent], bool], count: int, node: str | None):
+    def __init__(
+        self,
+        matches: Callable[[InjectionEvent], bool],
+        count: int,
+        node: str | None,
+        consume: bool,
+    ) -> None:
         self.matches = matches
         self.count = count
         self.node = node
+        self.consume = consume
         self.taken: list[int] = []
         self.future: asyncio.Future[InjectionEvent] = asyncio.get_running_loop().create_future()
 
@@ -377,14 +384,17 @@ class InjectionEventStream:
         if event.phase == GAP:
             self._lost(event)
             return
-        for wait in self._waits:
-            if wait.matches(event):
-                wait.taken.append(index)
-                if len(wait.taken) == wait.count:
-                    self._waits.remove(wait)
-                    wait.future.set_result(event)
-                return
-        self._unread.setdefault(event.injection or "", deque()).append(index)
+        taken = False
+        for wait in list(self._waits):
+            if (taken and wait.consume) or not wait.matches(event):
+                continue
+            wait.taken.append(index)
+            taken = taken or wait.consume
+            if len(wait.taken) == wait.count:
+                self._waits.remove(wait)
+                wait.future.set_result(event)
+        if not taken:
+            self._unread.setdefault(event.injection or "", deque()).append(index)
 
     def _lost(self, gap: InjectionEvent) -> None:
         self.gaps.append(gap)
@@ -414,6 +424,8 @@ class InjectionEventStream:
 
     def _give_back(self, wait: _Wait) -> None:
         """A wait that gave up returns what it took, so a later wait can take it."""
+        if not wait.consume:
+            return
         for index in wait.taken:
             unread = self._unread.setdefault(self.events[index].injection or "", deque())
             position = bisect.bisect(unread, index)
@@ -432,10 +444,14 @@ class InjectionEventStream:
         shard: int | None = None,
         node: str | None = None,
         predicate: Callable[[InjectionEvent], bool] | None = None,
+        consume: bool = True,
     ) -> InjectionEvent:
         """The `count`-th not yet consumed event of `name` in `phase`; it and the
-        ones before it are consumed. Returns at once if they already arrived."""
-        call = self._wait(name, timeout, phase, count, shard, node, predicate)
+        ones before it are consumed. Returns at once if they already arrived.
+
+        `consume=False` counts every matching event since the stream opened,
+        consumed or not, and takes none (what the marker's check does)."""
+        call = self._wait(name, timeout, phase, count, shard, node, predicate, consume)
         if self._on_home_loop():
             return await call
         return await asyncio.wrap_future(self._hand_home(call))
@@ -450,6 +466,7 @@ class InjectionEventStream:
         shard: int | None = None,
         node: str | None = None,
         predicate: Callable[[InjectionEvent], bool] | None = None,
+        consume: bool = True,
     ) -> InjectionEvent:
         """`wait_for_injection` for synchronous code (a stream opened with `with`,
         or one whose loop runs on another thread)."""
@@ -459,7 +476,8 @@ class InjectionEventStream:
                 "use `await stream.wait_for_injection(...)` here, or open the stream with "
                 "plain `with` in synchronous code"
             )
-        future = self._hand_home(self._wait(name, timeout, phase, count, shard, node, predicate))
+        call = self._wait(name, timeout, phase, count, shard, node, predicate, consume)
+        future = self._hand_home(call)
         try:
             return future.result()
         except BaseException:
@@ -500,6 +518,7 @@ class InjectionEventStream:
         shard: int | None,
         node: Any,
         predicate: Callable[[InjectionEvent], bool] | None,
+        consume: bool = True,
     ) -> InjectionEvent:
         if not isinstance(name, str) or not name:
             raise ValueError(f"injection name must be a non-empty string, got {name!r}")
@@ -532,9 +551,12 @@ class InjectionEventStream:
                 )
             return await self._poll(polled, name, count, timeout)
 
-        wait = _Wait(matches, count, node_id)
-        unread = self._unread.get(name)
-        if unread:
+        wait = _Wait(matches, count, node_id, consume)
+        if not consume:
+            wait.taken = [i for i, event in enumerate(self.events) if matches(event)][:count]
+            if len(wait.taken) == count:
+                return self.events[wait.taken[-1]]
+        elif unread := self._unread.get(name):
             for index in list(unread):
                 if matches(self.events[index]):
                     wait.taken.append(index)
