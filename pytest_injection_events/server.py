@@ -81,6 +81,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")
         }
         return error_response(exc.status, message, headers)
+    except web.RequestPayloadError as exc:  # a body we cannot decode: bad gzip, cut chunks
+        reason = getattr(exc.__cause__, "message", None) or str(exc)
+        response = error_response(400, f"cannot read the request body: {reason}")
+        response.force_close()  # the rest of the body is unreadable: this connection is done
+        return response
     except Exception as exc:  # a bug of ours: say so in JSON and keep serving
         _log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
