@@ -153,6 +153,8 @@ def parse_parameters(body: bytes) -> dict[str, str]:
         raise BadRequest("body is not UTF-8") from None
     except ValueError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # `[[[[...` deeper than the interpreter's stack
+        raise BadRequest("body must be a JSON object of strings; it nests far too deep") from None
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object of strings, got {type(data).__name__}")
     parameters: dict[str, str] = {}
