@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
+from .events import PHASES
 from .node import FakeCluster
 from .server import DEFAULT_PORT, TOKEN_ENV
+from .stream import format_event, injection_event_stream
 
 
 def _positive_int(text: str) -> int:
@@ -56,6 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-remote", action="store_true", help="allow binding a non-loopback address"
     )
     serve.set_defaults(run=run_serve)
+
+    watch = commands.add_parser("watch", help="print a node's injection events until Ctrl-C")
+    watch.add_argument(
+        "urls", nargs="+", metavar="URL", help="node URL (or host[:port]); several merge"
+    )
+    watch.add_argument(
+        "--injection",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this injection (repeatable)",
+    )
+    watch.add_argument(
+        "--phase",
+        action="append",
+        default=[],
+        choices=sorted(PHASES),
+        help="only this phase (repeatable)",
+    )
+    watch.add_argument("--json", action="store_true", help="one JSON object per line")
+    watch.add_argument("--token", default=os.environ.get(TOKEN_ENV), help="bearer token")
+    watch.set_defaults(run=run_watch)
+
+    migrate = commands.add_parser(
+        "migrate", help="rewrite log.wait_for(...) waits into injection event waits (libcst)"
+    )
+    migrate.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    mode = migrate.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--diff", action="store_true", help="print the diff, change nothing (default)"
+    )
+    mode.add_argument("--write", action="store_true", help="rewrite the files in place")
+    migrate.set_defaults(run=run_migrate)
     return parser
 
 
@@ -84,12 +122,38 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _watch(args: argparse.Namespace) -> None:
+    stream = injection_event_stream(
+        args.urls, injections=args.injection, phases=args.phase, token=args.token or None
+    )
+    async with stream:
+        print(f"watching {', '.join(stream.urls)} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        async for event in stream:
+            line = json.dumps(event.to_dict()) if args.json else format_event(event)
+            print(line, flush=True)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        asyncio.run(_watch(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from .migrate import run_migrate as migrate_paths
+
+    return migrate_paths(args.paths, write=args.write)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"injection-events {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -68,21 +68,25 @@ def _describe(event: InjectionEvent) -> str:
     return f"seq {event.seq} {event.injection} {event.phase} shard {shard} on {event.node}"
 
 
+def format_event(event: InjectionEvent) -> str:
+    """One line a person reads: time, node, shard, injection, phase (and seq)."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
+    micros = int(event.timestamp % 1 * 1_000_000)
+    shard = "-" if event.shard is None else event.shard
+    if event.phase == GAP:
+        return (
+            f"{stamp}.{micros:06d} node {event.node} gap: seq {event.missed_from} to "
+            f"{event.missed_to} lost ({event.reason})"
+        )
+    return (
+        f"{stamp}.{micros:06d} node {event.node} shard {shard} {event.injection} "
+        f"{event.phase} (seq {event.seq})"
+    )
+
+
 def _log_event(event: InjectionEvent) -> None:
     if event_logger.isEnabledFor(logging.INFO):
-        stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
-        micros = int(event.timestamp % 1 * 1_000_000)
-        shard = "-" if event.shard is None else event.shard
-        event_logger.info(
-            "%s.%06d node %s shard %s %s %s (seq %s)",
-            stamp,
-            micros,
-            event.node,
-            shard,
-            event.injection,
-            event.phase,
-            event.seq,
-        )
+        event_logger.info("%s", format_event(event))
 
 
 class _Wait:
