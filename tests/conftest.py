@@ -11,6 +11,16 @@ import pytest_asyncio
 
 from pytest_injection_events.node import FakeCluster, FakeNode
 
+#: A test that hangs fails here instead of eating CI's time (pytest-timeout is in the dev extra).
+TEST_TIMEOUT = 60
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.pluginmanager.hasplugin("timeout"):
+        for item in items:
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(TEST_TIMEOUT))
+
 
 @pytest.fixture(autouse=True)
 def _nothing_left_running() -> Iterator[None]:
