@@ -67,8 +67,9 @@ The function
     (decorated ``@...fixture``), possibly through nested functions, or inside a
     function that already takes ``injection_event_stream``. That function gets
     the ``injection_event_stream`` parameter when at least one site in it was
-    converted. unittest-style ``TestCase`` methods cannot take fixtures and
-    are refused, as are functions that already use the name
+    converted. Refused: unittest-style ``TestCase`` methods (they cannot take
+    fixtures), fixtures with a scope wider than ``function`` (the stream
+    fixture is function-scoped), and functions that already use the name
     ``injection_event_stream`` for something else (say, the client factory).
 
 Soundness checks across a function
@@ -79,6 +80,10 @@ Soundness checks across a function
       pass a ``from_mark`` rebound since the previous wait; otherwise the log
       wait could match the same line again while the stream would wait for a
       new hit, so the site is refused.
+    - A wait is refused when an earlier wait for the same injection and phase
+      stays a log wait: the stream still holds the hit that log wait saw and
+      would return it, where the log wait (after a newer mark) waited for the
+      next one.
 
 Clean-up
     ``mark = await log.mark()`` is removed when the conversion dropped its
@@ -143,6 +148,7 @@ R_RESULT_USED = (
 R_TUPLE_USED = "result tuple is used after the call"
 R_TARGETS = "result is assigned to something other than plain names"
 R_HOST = f"not inside a test or fixture function, so it cannot request the {FIXTURE} fixture"
+R_SCOPE = f"a fixture with a scope wider than 'function' cannot request the {FIXTURE} fixture"
 R_UNITTEST = "unittest-style test method: it cannot request pytest fixtures"
 R_NAME_TAKEN = f"the function already uses the name '{FIXTURE}' for something else"
 R_MULTI_LOG = (
@@ -168,6 +174,14 @@ def _r_repeat(name: str, phase: str) -> str:
     return (
         f"waits again for '{what}' without a newer from_mark: the log wait may match the "
         "same line again, the stream would wait for a new hit"
+    )
+
+
+def _r_overtake(name: str, phase: str) -> str:
+    what = name if phase == "enter" else f"{name}' phase '{phase}"
+    return (
+        f"an earlier wait for '{what}' stays a log wait; the stream would return the hit "
+        "that wait already saw"
     )
 
 
@@ -338,14 +352,24 @@ def _is_pure(node: Any) -> bool:
     return False
 
 
-def _is_fixture(func: Any) -> bool:
+def _fixture_scope(func: Any) -> str | None:
+    """None if ``func`` is not a fixture, else its scope ('?' when not a literal)."""
     c = _libcst()
     for dec in func.decorators:
         expr = dec.decorator.func if isinstance(dec.decorator, c.Call) else dec.decorator
         dotted = _dotted(expr)
-        if dotted is not None and dotted.split(".")[-1] == "fixture":
-            return True
-    return False
+        if dotted is None or dotted.split(".")[-1] != "fixture":
+            continue
+        if not isinstance(dec.decorator, c.Call):
+            return "function"
+        for arg in dec.decorator.args:
+            if arg.keyword is not None and arg.keyword.value == "scope":
+                value = arg.value
+                if isinstance(value, c.SimpleString) and isinstance(value.evaluated_value, str):
+                    return value.evaluated_value
+                return "?"
+        return "function"
+    return None
 
 
 def _param_names(func: Any) -> list[str]:
@@ -414,7 +438,8 @@ class _Site:
     assign: Any = None  # the Assign statement whose value is this await
     assign_end: Pos | None = None
     targets: list[str] = field(default_factory=list)
-    key: tuple[str, str] | None = None
+    key: tuple[str, str] | None = None  # set when the site itself may convert
+    keys: set[tuple[str, str]] = field(default_factory=set)  # what its patterns wait for
     from_mark_name: str | None = None
     dropped: set[int] = field(default_factory=set)  # ids of Name nodes the rewrite drops
     reason: str | None = None
@@ -600,6 +625,7 @@ class _Analysis:
                 self.sites.append(site)
             return
         self.sites.append(site)  # whether the name is a log is settled in decide()
+        site.keys = self._keys(call)
         # how the result is used
         parent = parents[-1] if parents else None
         if not isinstance(parent, c.Await):
@@ -635,6 +661,18 @@ class _Analysis:
                 names.extend(sub)
             return names
         return None
+
+    def _keys(self, call: Any) -> set[tuple[str, str]]:
+        """(injection, phase) of each literal pattern of a log wait, whatever else it does."""
+        c = self.c
+        keys = set()
+        for arg in call.args:
+            if arg.keyword is None and not arg.star and isinstance(arg.value, c.BaseString):
+                lit = _literal_prefix(self.module.code_for_node(arg.value))
+                parsed = None if lit is None else _parse_pattern(*lit)
+                if isinstance(parsed, tuple):
+                    keys.add(parsed)
+        return keys
 
     def _short(self, node: Any) -> str:
         text = " ".join(self.module.code_for_node(node).split())
@@ -703,7 +741,10 @@ class _Analysis:
                 break  # a class body or a lambda: no closure we can rely on
             if FIXTURE in _param_names(node):
                 return node, None
-            if node.name.value.startswith("test") or _is_fixture(node):
+            scope = _fixture_scope(node)
+            if scope not in (None, "function"):
+                return None, R_SCOPE
+            if node.name.value.startswith("test") or scope is not None:
                 parent = chain[i - 1] if i > 0 else None
                 if isinstance(parent, c.ClassDef) and any(
                     (_dotted(b.value) or "").endswith("TestCase") for b in parent.bases
@@ -800,32 +841,25 @@ class _Analysis:
                 s.reason = R_MULTI_LOG
             elif s.reason is None and taken:
                 s.reason = R_NAME_TAKEN
-        occurrences = [
-            _Occurrence(s.key, s.start, s.ctx) for s in log_sites if s.key is not None
-        ] + [o for o in self.occurrences if self._inside(o.ctx, host)]
+        occurrences = [_Occurrence(k, s.start, s.ctx) for s in log_sites for k in s.keys]
+        occurrences += [o for o in self.occurrences if self._inside(o.ctx, host)]
         for s in log_sites:
             if s.reason is None:
                 s.reason = self._repeat_reason(s, occurrences, host)
         candidates = [s for s in log_sites if s.reason is None]
-        # fixpoint: refusing one site keeps its from_mark, which may use another's result
+        # Refusing a site can make another unsafe, so iterate until nothing changes:
+        # a refused site keeps its from_mark (which may read another site's result), and
+        # it stays a log wait, which a later stream wait for the same point would overtake.
         changed = True
         while changed:
             changed = False
-            dropped = set().union(*(s.dropped for s in candidates))
             for s in candidates:
-                if s.assign is None:
-                    continue
-                for name in s.targets:
-                    used = self._declared(name, host) or any(
-                        id(u.node) not in dropped
-                        for u in self._uses_after(name, s.assign_end, s.ctx, host)
-                    )
-                    if used:
-                        s.reason = R_TUPLE_USED
-                        candidates.remove(s)
-                        changed = True
-                        break
-                if changed:
+                s.reason = self._result_reason(s, candidates, host) or self._overtake_reason(
+                    s, candidates, log_sites
+                )
+                if s.reason is not None:
+                    candidates.remove(s)
+                    changed = True
                     break
         if not candidates:
             return
@@ -833,6 +867,32 @@ class _Analysis:
         if not has_param:
             self.add_param.add(id(host))
         self._clean_up(host, candidates, bindings)
+
+    def _result_reason(self, site: _Site, candidates: list[_Site], host: Any) -> str | None:
+        """Refuse a site whose (mark, matches) result is read later."""
+        if site.assign is None:
+            return None
+        dropped = set().union(*(s.dropped for s in candidates))
+        for name in site.targets:
+            if self._declared(name, host) or any(
+                id(u.node) not in dropped
+                for u in self._uses_after(name, site.assign_end, site.ctx, host)
+            ):
+                return R_TUPLE_USED
+        return None
+
+    def _overtake_reason(
+        self, site: _Site, candidates: list[_Site], log_sites: list[_Site]
+    ) -> str | None:
+        """Refuse a site that would consume the event an earlier, unconverted log wait saw."""
+        assert site.key is not None
+        loops = {id(loop) for loop in site.ctx.loops}
+        for other in log_sites:
+            if other is site or other in candidates or site.key not in other.keys:
+                continue
+            if other.start < site.start or {id(x) for x in other.ctx.loops} & loops:
+                return _r_overtake(*site.key)
+        return None
 
     def _repeat_reason(self, site: _Site, occurrences: list[_Occurrence], host: Any) -> str | None:
         """Refuse a wait that the log could satisfy with the line an earlier wait matched."""
@@ -1279,17 +1339,18 @@ def run_migrate(
             print(f"error: {exc}", file=err)
             status = 2
             continue
-        results.append(result)
-        if not result.changed:
-            continue
-        if write:
+        if result.changed and write:
             try:
                 item.write_bytes(result.migrated.encode(encoding))
             except OSError as exc:
                 print(f"error: {item}: cannot write: {exc.strerror or exc}", file=err)
                 status = 2
-        else:
+                result = FileResult(result.path, result.original, result.original, 0, [])
+            else:
+                print(f"wrote {item} ({_plural(result.converted, 'site')} converted)", file=err)
+        elif result.changed:
             out.write(result.diff())
+        results.append(result)
     skipped = [s for r in results for s in r.skipped]
     for s in skipped:
         print(s, file=err)
@@ -1298,9 +1359,7 @@ def run_migrate(
     summary = f"{_plural(converted, 'site')} converted in {_plural(files, 'file')}"
     if skipped:
         summary += f", {_plural(len(skipped), 'site')} left as is (listed above)"
-    if write:
-        summary += "; files written" if files else ""
-    elif files:
+    if not write and files:
         summary += "; dry run, nothing written (use --write to apply)"
     print(summary, file=err)
     return status

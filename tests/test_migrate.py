@@ -66,7 +66,7 @@ def test_second_run_changes_nothing(name: str) -> None:
 
 
 def test_refusals_are_listed_with_line_and_reason() -> None:
-    result = migrate_source(sample("refusals"), "tests/test_old.py")
+    result = migrated("refusals")
     regex = "pattern is a regex, not a literal injection name"
     not_string = "pattern is not a string literal"
     several_logs = (
@@ -111,13 +111,13 @@ def test_refusals_are_listed_with_line_and_reason() -> None:
         93: comment,
     }
     assert {s.line: s.reason for s in result.skipped} == expected
-    assert all(s.path == "tests/test_old.py" for s in result.skipped)
+    assert all(s.path == "refusals.py" for s in result.skipped)
     assert [s.line for s in result.skipped] == sorted(expected)
 
 
 def test_refused_sites_are_left_byte_for_byte() -> None:
     source = sample("refusals")
-    result = migrate_source(source, "x.py")
+    result = migrated("refusals")
     original_lines = source.splitlines()
     migrated_lines = result.migrated.splitlines()
     assert len(original_lines) == len(migrated_lines)  # only test_repeat's lines change
@@ -126,12 +126,12 @@ def test_refused_sites_are_left_byte_for_byte() -> None:
 
 
 def test_issue_example_keeps_log_for_the_unconverted_wait() -> None:
-    result = migrate_source(sample("partial"), "t.py")
-    migrated = result.migrated
-    assert 'await injection_event_stream.wait_for_injection("my_injection")' in migrated
-    assert "mark = await log.mark()" not in migrated.split("async def test_mark_still")[0]
-    assert "log = await manager.server_open_log(server.server_id)" in migrated
-    assert Skipped("t.py", 12, "pattern does not start with a literal injection name") in (
+    result = migrated("partial")
+    first_test = result.migrated.split("async def test_mark_still")[0]
+    assert 'await injection_event_stream.wait_for_injection("my_injection")' in first_test
+    assert "mark = await log.mark()" not in first_test
+    assert "log = await manager.server_open_log(server.server_id)" in first_test
+    assert Skipped("partial.py", 12, "pattern does not start with a literal injection name") in (
         result.skipped
     )
 
@@ -347,6 +347,44 @@ def test_existing_stream_waits_count_for_repeats() -> None:
     assert "waits again for 'a'" in result.skipped[0].reason
 
 
+def test_wait_after_an_unconverted_wait_for_the_same_point_is_refused() -> None:
+    body = (
+        "    mark = await log.mark()\n"
+        '    await asyncio.wait_for(log.wait_for("a: waiting", from_mark=mark), 5)\n'
+        "    mark = await log.mark()\n"
+        '    await log.wait_for("a: waiting", from_mark=mark)\n'
+        '    await log.wait_for("b: waiting", from_mark=mark)\n'
+    )
+    result = convert(body)
+    assert [(s.line, s.reason) for s in result.skipped] == [
+        (3, "call is not awaited directly"),
+        (
+            5,
+            "an earlier wait for 'a' stays a log wait; the stream would return the hit "
+            "that wait already saw",
+        ),
+    ]
+    assert result.converted == 1  # the wait for 'b'
+    assert migrate_source(result.migrated).migrated == result.migrated
+
+
+def test_refusal_cascades_through_a_threaded_mark() -> None:
+    body = (
+        "    mark = await log.mark()\n"
+        '    mark, _ = await log.wait_for("a: waiting", from_mark=mark)\n'
+        '    mark, _ = await log.wait_for("b: waiting", from_mark=mark)\n'
+        '    await log.wait_for("c: waiting", "d: waiting", from_mark=mark)\n'
+    )
+    result = convert(body)
+    # the last site cannot convert, so it needs the mark of the one before, and so on
+    assert [(s.line, s.reason) for s in result.skipped] == [
+        (3, "result tuple is used after the call"),
+        (4, "result tuple is used after the call"),
+        (5, "waits for several patterns at once"),
+    ]
+    assert not result.changed
+
+
 def test_unknown_wait_for_calls_are_not_sites() -> None:
     source = (
         "async def test_x(cond):\n"
@@ -396,6 +434,25 @@ def test_parameter_added_in_the_signature_style(signature: str, expected: str) -
     result = migrate_source(source)
     assert result.migrated.startswith(f"async def test_x{expected}:\n"), result.migrated
     ast.parse(result.migrated)
+
+
+@pytest.mark.parametrize(
+    ("decorator", "converts"),
+    [
+        ("@pytest.fixture", True),
+        ("@pytest.fixture(autouse=True)", True),
+        ('@pytest_asyncio.fixture(scope="function")', True),
+        ('@pytest.fixture(scope="module")', False),
+        ("@pytest.fixture(scope=SCOPE)", False),
+        ("@pytest.mark.slow", False),
+    ],
+)
+def test_fixtures_take_the_stream_only_when_function_scoped(decorator: str, converts: bool) -> None:
+    source = f'{decorator}\nasync def paused(log):\n    await log.wait_for("a: waiting")\n'
+    result = migrate_source(source)
+    assert result.changed is converts
+    if not converts:
+        assert "fixture" in result.skipped[0].reason
 
 
 def test_unparseable_source_raises_a_clear_error() -> None:
