@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -213,6 +214,8 @@ class EventLog:
         self._records: deque[Record] = deque(maxlen=capacity)
         self._subscriptions: list[Subscription] = []
         self.last_seq = 0
+        #: Names this numbering: a resume point from another boot does not apply to it.
+        self.boot_id = secrets.token_hex(8)
 
     @property
     def first_kept_seq(self) -> int:

@@ -11,7 +11,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -206,7 +205,9 @@ class InjectionRoutes:
         self.max_pending = max_pending
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
-        self.boot_id = boot_id or secrets.token_hex(8)
+        # The boot is the life of the event numbering, so it is the log's: a node restarted
+        # around the same log (FakeNode.stop/start) is the same life and resumes as one.
+        self.boot_id = boot_id or event_log.boot_id
         self.clients = 0
 
     def add_to(self, app: web.Application) -> None:
