@@ -587,6 +587,32 @@ class InjectionEventStream:
                 self._give_back(wait)
             raise
 
+    async def wait_for_event(
+        self, predicate: Callable[[InjectionEvent], bool], timeout: float = 30.0, *, start: int = 0
+    ) -> int:
+        """The index in `events` of the first event from `start` on that `predicate`
+        accepts, waiting for it if need be; consumes nothing (for log-style scans).
+        Raises TimeoutError."""
+        call = self._watch(predicate, timeout, start)
+        if self._on_home_loop():
+            return await call
+        return await asyncio.wrap_future(self._hand_home(call))
+
+    async def _watch(
+        self, predicate: Callable[[InjectionEvent], bool], timeout: float, start: int
+    ) -> int:
+        for index in range(max(0, start), len(self.events)):
+            if predicate(self.events[index]):
+                return index
+        wait = _Wait(predicate, 1, None, consume=False)
+        self._waits.append(wait)
+        try:
+            await asyncio.wait_for(asyncio.shield(wait.future), timeout)
+        finally:
+            if wait in self._waits:
+                self._waits.remove(wait)
+        return wait.taken[0]
+
     async def _poll(
         self, readers: list[_NodeReader], name: str, count: int, timeout: float
     ) -> InjectionEvent:
