@@ -46,7 +46,13 @@ Which patterns convert
     right after the phase text.
 
 Arguments
-    ``timeout=`` is kept as ``timeout=`` (note: without it the stream's default
+    Both signatures of ScyllaDB's log browser are understood:
+    ``wait_for(pattern, from_mark=None, timeout=600)``, where from_mark and
+    timeout may be positional, and ``wait_for(*patterns, from_mark=...,
+    timeout=...)``. A second positional argument is taken for from_mark when
+    it is ``None`` or a name that holds a mark (its name contains ``mark``, or
+    it is bound by ``await log.mark()``); a second string is another pattern.
+    ``timeout`` is kept as ``timeout=`` (note: without it the stream's default
     of 30 s applies, not the log browser's 600 s). ``from_mark=`` is dropped:
     the fixture's stream only sees events after it opened, and each wait
     consumes the event it returns, which is what threading a mark meant. A
@@ -135,6 +141,10 @@ INSTALL_HINT = (
 R_NOT_STRING = "pattern is not a string literal"
 R_NO_PATTERN = "no pattern given"
 R_SEVERAL = "waits for several patterns at once"
+R_POSITIONAL = (
+    "second positional argument is neither a pattern nor a mark; cannot tell whether it is "
+    "from_mark or another pattern"
+)
 R_STARRED = "arguments are passed with * or **"
 R_REGEX = "pattern is a regex, not a literal injection name"
 R_NO_NAME = "pattern does not start with a literal injection name"
@@ -662,6 +672,15 @@ class _Analysis:
             return names
         return None
 
+    def _looks_like_mark(self, node: Any) -> bool:
+        """A positional second argument that is a mark: None, or a name that holds one."""
+        c = self.c
+        if not isinstance(node, c.Name):
+            return False
+        if node.value == "None" or "mark" in node.value.lower():
+            return True
+        return any(b.kind == "mark" and b.name == node.value for b in self.bindings)
+
     def _keys(self, call: Any) -> set[tuple[str, str]]:
         """(injection, phase) of each literal pattern of a log wait, whatever else it does."""
         c = self.c
@@ -689,15 +708,23 @@ class _Analysis:
         if not positional:
             site.reason = R_NO_PATTERN
             return
-        if len(positional) > 1:
+        extra = positional[1:]
+        if len(extra) > 2 or any(isinstance(a.value, c.BaseString) for a in extra):
             site.reason = R_SEVERAL
             return
-        from_mark = None
-        for a in args[1:]:
+        # ScyllaDB's classic signature: wait_for(pattern, from_mark=None, timeout=600)
+        from_mark = extra[0] if extra else None
+        timeout = extra[1] if len(extra) > 1 else None
+        if from_mark is not None and not self._looks_like_mark(from_mark.value):
+            site.reason = R_POSITIONAL
+            return
+        for a in args[len(positional) :]:
             kw = a.keyword.value
-            if kw == "from_mark":
+            if kw == "from_mark" and from_mark is None:
                 from_mark = a
-            elif kw != "timeout":
+            elif kw == "timeout" and timeout is None:
+                timeout = a
+            else:
                 site.reason = _r_kwarg(kw)
                 return
         value = args[0].value
@@ -720,7 +747,7 @@ class _Analysis:
             if isinstance(from_mark.value, c.Name):
                 site.from_mark_name = from_mark.value.value
             site.dropped = {id(n) for n in _names_in(from_mark.value)}
-        new_call = _rewrite_call(site.call, parsed[0], parsed[1], value)
+        new_call = _rewrite_call(site.call, parsed[0], parsed[1], value, from_mark, timeout)
         if new_call is None:
             site.reason = R_COMMENT
             return
@@ -970,10 +997,14 @@ def _quote_of(value: Any) -> str:
     return value.quote[0] if isinstance(value, c.FormattedString) else '"'
 
 
-def _rewrite_call(call: Any, name: str, phase: str, pattern: Any) -> Any:
+def _rewrite_call(
+    call: Any, name: str, phase: str, pattern: Any, from_mark: Any, timeout: Any
+) -> Any:
     """``log.wait_for(PATTERN, from_mark=m, timeout=t)`` -> the stream call, or None.
 
-    None means a comment inside the call would be lost (the site is refused then).
+    ``from_mark`` (an Arg or None) is dropped; ``timeout`` (an Arg or None) is
+    passed as ``timeout=`` even when it was positional. None means a comment
+    inside the call would be lost (the site is refused then).
     """
     c = _libcst()
     if _has_comment(pattern) or _has_comment(call.func):
@@ -981,10 +1012,17 @@ def _rewrite_call(call: Any, name: str, phase: str, pattern: Any) -> Any:
     q = _quote_of(pattern)
     args = list(call.args)
     args[0] = args[0].with_changes(value=c.SimpleString(f"{q}{name}{q}"))
+    if timeout is not None and timeout.keyword is None:
+        args[args.index(timeout)] = timeout.with_changes(
+            keyword=c.Name("timeout"),
+            equal=c.AssignEqual(
+                whitespace_before=c.SimpleWhitespace(""), whitespace_after=c.SimpleWhitespace("")
+            ),
+        )
     k = 1
     while k < len(args):
         arg = args[k]
-        if arg.keyword is None or arg.keyword.value != "from_mark":
+        if arg is not from_mark:
             k += 1
             continue
         prev = args[k - 1]

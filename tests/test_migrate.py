@@ -216,6 +216,58 @@ def test_pattern_refused(pattern: str, reason: str) -> None:
     assert [(s.line, s.reason) for s in result.skipped] == [(2, reason)]
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ('"a: waiting", mark', '("a")'),
+        ('"a: waiting", mark, 30', '("a", timeout=30)'),
+        ('"a: message received", mark, 30', '("a", phase="resume", timeout=30)'),
+        ('"a: waiting", None, timeout=5', '("a", timeout=5)'),
+        ('"a: waiting", start_mark', '("a")'),
+        ('"a: waiting", from_mark=mark, timeout=1.5', '("a", timeout=1.5)'),
+        ('"a: waiting", timeout=T, from_mark=mark', '("a", timeout=T)'),
+    ],
+)
+def test_classic_signature_with_positional_mark_and_timeout(args: str, expected: str) -> None:
+    """ScyllaDB's wait_for(pattern, from_mark=None, timeout=600), as many tests call it."""
+    result = migrate_source(TEMPLATE.format(pattern=args))
+    assert result.skipped == []
+    assert f"await injection_event_stream.wait_for_injection{expected}\n" in result.migrated
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ('"a: waiting", "b: waiting"', "waits for several patterns at once"),
+        ('"a: waiting", mark, 30, 1', "waits for several patterns at once"),
+        (
+            '"a: waiting", other',
+            "second positional argument is neither a pattern nor a mark; cannot tell whether "
+            "it is from_mark or another pattern",
+        ),
+        ('"a: waiting", mark, from_mark=mark', "unexpected argument 'from_mark'"),
+    ],
+)
+def test_ambiguous_positional_arguments_are_refused(args: str, reason: str) -> None:
+    result = migrate_source(TEMPLATE.format(pattern=args))
+    assert [s.reason for s in result.skipped] == [reason]
+    assert not result.changed
+
+
+def test_positional_mark_bound_by_log_mark_is_dropped_with_its_statement() -> None:
+    source = (
+        "async def test_x(log):\n"
+        "    m = await log.mark()\n"
+        "    await restart()\n"
+        '    await log.wait_for("a: waiting", m, 60)\n'
+    )
+    assert migrate_source(source).migrated == (
+        "async def test_x(log, injection_event_stream):\n"
+        "    await restart()\n"
+        '    await injection_event_stream.wait_for_injection("a", timeout=60)\n'
+    )
+
+
 # ----------------------------------------------------------------------------- results and marks
 
 
