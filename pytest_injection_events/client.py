@@ -18,18 +18,20 @@ DEFAULT_PORT = 10000
 
 def base_url(target: str) -> str:
     """`http://host:port` from a URL, `host:port` or a bare host (then port 10000)."""
-    target = target.strip()
+    given = target = target.strip()
     if not target:
         raise ValueError("empty node address")
     if "://" not in target:
+        if target.count(":") > 1 and not target.startswith("["):
+            target = f"[{target}]"  # a bare IPv6 address, such as ::1
         target = f"http://{target}"
     parts = urlsplit(target)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not a node address: {target!r} (expected http://host:port or host)")
+        raise ValueError(f"not a node address: {given!r} (expected http://host:port or host)")
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
-        raise ValueError(f"bad port in node address {target!r}") from None
+        raise ValueError(f"bad port in node address {given!r}") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}:{port}"
 
