@@ -216,8 +216,16 @@ class Injector:
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(name, kind, phase, shard, enter_count, one_shot, parameters)`
         at every event; returns the function that removes it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        # Copy on write: an emit in progress keeps iterating the list it started with.
+        self._listeners = [*self._listeners, listener]
+
+        def remove() -> None:
+            listeners = list(self._listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._listeners = listeners
+
+        return remove
 
     def declare(self, name: str, kind: str, doc: str = "") -> None:
         if kind not in KINDS:
