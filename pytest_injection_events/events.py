@@ -32,7 +32,9 @@ GAP_SLOW_CLIENT = "slow_client"
 DEFAULT_CAPACITY = 10_000
 DEFAULT_MAX_PENDING = 10_000
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: ASCII only: raw U+2028, U+2029 or U+0085 in a name would end the `data:` line for
+#: readers that split lines like str.splitlines() (httpx's aiter_lines, many scripts).
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 @dataclass(frozen=True)
