@@ -318,7 +318,9 @@ class FakeNode:
 
     @property
     def node_id(self) -> str:
-        return self._given_node_id or f"{self.host}:{self.port}"
+        """host:port, an IPv6 host in brackets: the id peers know this node by (`peer_id`)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self._given_node_id or f"{host}:{self.port}"
 
     @property
     def url(self) -> str:
