@@ -250,6 +250,12 @@ class KeyValueWorkload:
                 self._work.set()
 
 
+def _check_port(port: int) -> None:
+    """Refuse a port bind() cannot take, with a clear error rather than its OverflowError."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"not a TCP port: {port} (0 picks a free one)")
+
+
 def peer_id(url: str) -> str:
     """The node id a node at `url` has by default: host:port."""
     return url.split("://", 1)[-1].rstrip("/")
@@ -286,6 +292,7 @@ class FakeNode:
         **route_options: Any,
     ) -> None:
         self.host = host
+        _check_port(port)
         self.port = port
         self.peers = list(peers)
         self._given_node_id = node_id
@@ -334,6 +341,7 @@ class FakeNode:
     def start(self) -> FakeNode:
         if self._thread is not None:
             raise RuntimeError(f"{self!r} is already running")
+        _check_port(self.port)  # `port` may have been set after construction (serve does)
         self._open_log()
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         thread = threading.Thread(
