@@ -359,7 +359,14 @@ class InjectionEventStream:
         self._session = aiohttp.ClientSession()
         self.opened_at = time.time()
         try:
-            await asyncio.gather(*(reader.open() for reader in self._readers))
+            # Let every open finish, failed or not: a sibling still connecting after the
+            # first failure would outlive the closed session and leak its task.
+            results = await asyncio.gather(
+                *(reader.open() for reader in self._readers), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         except BaseException:
             await self._close()
             raise
