@@ -706,12 +706,14 @@ class InjectionEventStream:
     async def _ask_node(self, reader: _NodeReader) -> tuple[list[str] | None, list[str]]:
         """What the node has enabled and declares, for the timeout message (best effort)."""
         api = InjectionApi(reader.url, self.token, session=self.session, timeout=2.0)
+        enabled: list[str] | None = None
+        points: list[str] = []
         try:
             enabled = await api.get_enabled_injections()
+            # Asked apart: ScyllaDB has no /points, and its 404 must not hide what is enabled.
             points = [p["name"] for p in await api.points()]
         except Exception as exc:
             _log.debug("could not ask %s for hints: %s", reader.url, exc)
-            return None, []
         return enabled, points
 
     # -- iteration ---------------------------------------------------------------
