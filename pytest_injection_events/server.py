@@ -7,6 +7,7 @@ error and token middlewares and the loopback-only default.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -299,17 +300,24 @@ class InjectionRoutes:
             LAST_SEQ_HEADER: str(self.event_log.last_seq),
         }
         response = EventSourceResponse(
-            sep="\n", ping_interval=heartbeat, send_timeout=self.send_timeout, headers=identity
+            sep="\n", ping_interval=_NO_PING, send_timeout=self.send_timeout, headers=identity
         )
         self.clients += 1
         try:
             await response.prepare(request)
             async with response:
-                await response.write(f"retry: {RETRY_MS}\n\n".encode())
-                while batch := await subscription.next_batch():
-                    await response.write(b"".join([record.frame for record in batch]))
-                    if subscription.closed:
-                        break
+                # No blank line after `retry:` nor after a ping: a blank line ends a block,
+                # and readers such as httpx-sse dispatch a block without data as an event
+                # whose empty data no JSON consumer can parse.
+                await response.write(f"retry: {RETRY_MS}\n".encode())
+                pinger = asyncio.ensure_future(_ping(response, heartbeat))
+                try:
+                    while batch := await subscription.next_batch():
+                        await response.write(b"".join([record.frame for record in batch]))
+                        if subscription.closed:
+                            break
+                finally:
+                    pinger.cancel()
         except ConnectionError:
             pass  # the reader went away; nothing of ours to clean beyond the subscription
         finally:
@@ -334,6 +342,20 @@ class InjectionRoutes:
 
     async def _close_streams(self, app: web.Application) -> None:
         self.event_log.close()
+
+
+#: aiohttp-sse's own ping ends each comment with a blank line; ours (`_ping`) does not.
+_NO_PING = 10.0**9
+
+
+async def _ping(response: web.StreamResponse, interval: float) -> None:
+    """A `: ping` comment line every `interval` seconds, between whole frames."""
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            await response.write(b": ping\n")
+    except (ConnectionError, RuntimeError):
+        pass  # the stream is over; its handler finds out by itself
 
 
 def is_loopback(host: str) -> bool:
