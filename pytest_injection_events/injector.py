@@ -383,6 +383,9 @@ class Injector:
             loop.call_soon(self._log_line, "%s: waiting for message", name, shard)
             await handler.wait_for_message(timeout)
             loop.call_soon(self._log_line, "%s: message received", name, shard)
+            # As in ScyllaDB, the line is written before the released work goes on: yield
+            # once, so the stream writer (woken first) and then this line run before it.
+            await asyncio.sleep(0)
 
         return self._run_handler(injection, WAIT_FOR_MESSAGE, park, True, shard)
 
