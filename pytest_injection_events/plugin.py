@@ -83,8 +83,9 @@ def _ini_number(config: pytest.Config, name: str, kind: type, minimum: float) ->
     try:
         value = kind(raw)
     except (TypeError, ValueError):
-        raise pytest.UsageError(f"ini option {name} must be a number, got {raw!r}") from None
-    if value < minimum:
+        what = "an integer" if kind is int else "a number"
+        raise pytest.UsageError(f"ini option {name} must be {what}, got {raw!r}") from None
+    if not value >= minimum:  # `not >=` also refuses NaN
         raise pytest.UsageError(f"ini option {name} must be at least {minimum}, got {raw!r}")
     return value
 
@@ -128,7 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
     timeout = config.getoption("injection_timeout")
     if timeout is None:
         timeout = _ini_number(config, "injection_timeout", float, 0)
-    elif timeout < 0:
+    elif not timeout >= 0:  # `not >=` also refuses NaN
         raise pytest.UsageError(f"--injection-timeout must be >= 0, got {timeout}")
     config.stash[_settings_key] = Settings(
         node_urls=tuple(config.getoption("injection_node_urls") or ()),
