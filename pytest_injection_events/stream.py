@@ -52,9 +52,14 @@ class EventsLost(Exception):
     """Events that a wait may have needed were dropped by the node (a `gap`)."""
 
     def __init__(self, gap: InjectionEvent, waiting_for: str) -> None:
+        why = (
+            "the node no longer kept them when the stream resumed"
+            if gap.reason in (GAP_DROPPED, None)
+            else f"reason: {gap.reason}"
+        )
         super().__init__(
-            f"events lost on node {gap.node}: seq {gap.missed_from} to {gap.missed_to} were "
-            f"dropped before they could be read ({gap.reason}), while waiting for {waiting_for}"
+            f"events lost on node {gap.node}: seq {gap.missed_from} to {gap.missed_to} "
+            f"({why}), while waiting for {waiting_for}"
         )
         self.gap = gap
 
@@ -64,8 +69,23 @@ class StreamConnectError(ConnectionError):
 
 
 def _describe(event: InjectionEvent) -> str:
-    shard = "-" if event.shard is None else event.shard
-    return f"seq {event.seq} {event.injection} {event.phase} shard {shard} on {event.node}"
+    if event.phase == GAP:
+        return f"gap: seq {event.missed_from} to {event.missed_to} lost on {event.node}"
+    seq = "" if event.seq is None else f"seq {event.seq} "  # None: seen by polling /enters
+    shard = "" if event.shard is None else f" shard {event.shard}"
+    return f"{seq}{event.injection} {event.phase}{shard} on {event.node}"
+
+
+def _wanted(name: str, phase: str, count: int, shard: int | None, predicate: object) -> str:
+    """A wait in words: `injection 'x' (phase 'enter', count 2, shard 1, with a predicate)`."""
+    details = [f"phase {phase!r}"]
+    if count > 1:
+        details.append(f"count {count}")
+    if shard is not None:
+        details.append(f"shard {shard}")
+    if predicate is not None:
+        details.append("with a predicate")
+    return f"injection {name!r} ({', '.join(details)})"
 
 
 def format_event(event: InjectionEvent) -> str:
@@ -92,7 +112,7 @@ def _log_event(event: InjectionEvent) -> None:
 class _Wait:
     """One pending `wait_for_injection`: what it matches and what it has taken so far."""
 
-    __slots__ = ("consume", "count", "future", "matches", "node", "taken")
+    __slots__ = ("consume", "count", "future", "matches", "node", "taken", "wanted")
 
     def __init__(
         self,
@@ -100,11 +120,13 @@ class _Wait:
         count: int,
         node: str | None,
         consume: bool,
+        wanted: str = "a matching event",
     ) -> None:
         self.matches = matches
         self.count = count
         self.node = node
         self.consume = consume
+        self.wanted = wanted
         self.taken: list[int] = []
         self.future: asyncio.Future[InjectionEvent] = asyncio.get_running_loop().create_future()
 
@@ -422,7 +444,7 @@ class InjectionEventStream:
             if wait.node is None or wait.node == gap.node:
                 self._waits.remove(wait)
                 self._give_back(wait)
-                wait.future.set_exception(EventsLost(gap, "a matching event"))
+                wait.future.set_exception(EventsLost(gap, wait.wanted))
 
     def _restarted(self, reader: _NodeReader, boot: str) -> None:
         self.restarts.append((reader.node_id, time.time()))
@@ -562,7 +584,8 @@ class InjectionEventStream:
                 )
             return await self._poll(polled, name, count, timeout)
 
-        wait = _Wait(matches, count, node_id, consume)
+        wanted = _wanted(name, phase, count, shard, predicate)
+        wait = _Wait(matches, count, node_id, consume, wanted)
         if not consume:
             wait.taken = [i for i, event in enumerate(self.events) if matches(event)][:count]
             if len(wait.taken) == count:
@@ -581,13 +604,18 @@ class InjectionEventStream:
         try:
             return await asyncio.wait_for(asyncio.shield(wait.future), timeout)
         except asyncio.TimeoutError:
+            got = len(wait.taken)
             if wait in self._waits:
                 self._waits.remove(wait)
                 self._give_back(wait)
             if wait.future.done() and not wait.future.cancelled():
                 return wait.future.result()  # it completed as the clock ran out
             wait.future.cancel()
-            raise await self._timeout_error(name, phase, count, timeout, node_id, wait) from None
+            given = (("shard", shard), ("node", node_id), ("predicate", predicate))
+            filters = [kind for kind, value in given if value is not None]
+            raise await self._timeout_error(
+                name, phase, count, timeout, node_id, wait, got=got, filters=filters
+            ) from None
         except asyncio.CancelledError:
             if wait in self._waits:
                 self._waits.remove(wait)
@@ -664,15 +692,18 @@ class InjectionEventStream:
         timeout: float,
         node_id: str | None,
         wait: _Wait | None,
+        *,
+        got: int = 0,
+        filters: Sequence[str] = (),
     ) -> InjectionTimeout:
         where = node_id or ", ".join(r.url for r in self._readers)
-        what = f"injection {name!r} (phase {phase!r}" + (f", count {count})" if count > 1 else ")")
+        what = wait.wanted if wait is not None else _wanted(name, phase, count, None, None)
         lines = [f"timed out after {timeout:g}s waiting for {what} on {where}"]
         hits = [e for e in self.events if e.injection == name and e.phase == phase]
         if hits:
             lines.append(
-                f"  {name!r} {phase} arrived {len(hits)} time(s) but earlier waits "
-                "consumed them or filters (shard, node, predicate) refused them"
+                f"  {name!r} {phase} arrived {len(hits)} time(s): "
+                + _why_not(hits, wait, got, count, filters)
             )
         arrived = Counter(f"{e.injection} {e.phase}" for e in self.events if e.phase != GAP)
         if arrived:
@@ -681,26 +712,41 @@ class InjectionEventStream:
             lines.append(f"  events that did arrive: {summary}")
             lines.append(f"  last: {last}")
         else:
-            lines.append("  no events arrived at all since the stream opened")
+            asked = [f"injections {', '.join(self.injections)}"] if self.injections else []
+            asked += [f"phases {', '.join(self.phases)}"] if self.phases else []
+            hint = (
+                f"it asks the node only for {' and '.join(asked)}"
+                if asked
+                else "not even an 'enable': is the stream on the node the test drives?"
+            )
+            lines.append(f"  no events arrived at all since the stream opened ({hint})")
         for gap in self.gaps:
             lines.append(f"  events lost on {gap.node}: seq {gap.missed_from} to {gap.missed_to}")
         for reader in self._readers:
             if reader.down_since is not None:
                 lines.append(
-                    f"  the stream of {reader.url} is down since "
-                    f"{time.time() - reader.down_since:.1f}s ago, reconnecting"
+                    f"  the stream of {reader.url} has been down for "
+                    f"{time.time() - reader.down_since:.1f}s; reconnecting"
                 )
+        for node, _ in self.restarts:
+            lines.append(
+                f"  node {node} restarted while the stream was open: what was enabled on it "
+                "before is gone"
+            )
         known: set[str] = {e.injection for e in self.events if e.injection}
+        real = {e.injection for e in self.events if e.phase == ENTER}  # hit, so not a typo
         for reader in self._readers:
             enabled, points = await self._ask_node(reader)
             if enabled is not None:
                 shown = ", ".join(enabled) if enabled else "none"
                 lines.append(f"  enabled on {reader.node_id}: {shown}")
             known.update(points)
-        known.discard(name)
-        suggestion = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        if suggestion:
-            lines.append(f"  did you mean {suggestion[0]!r}?")
+            real.update(points)
+        if name not in real:  # a declared point is not a near miss of another one
+            known.discard(name)
+            suggestion = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            if suggestion:
+                lines.append(f"  did you mean {suggestion[0]!r}?")
         return InjectionTimeout("\n".join(lines), injection=name, timeout=timeout)
 
     async def _ask_node(self, reader: _NodeReader) -> tuple[list[str] | None, list[str]]:
@@ -733,6 +779,34 @@ class InjectionEventStream:
 
     def __repr__(self) -> str:
         return f"<InjectionEventStream {', '.join(self.urls)}: {len(self.events)} events>"
+
+
+def _why_not(
+    hits: list[InjectionEvent],
+    wait: _Wait | None,
+    got: int,
+    count: int,
+    filters: Sequence[str],
+) -> str:
+    """Why the hits of the awaited name and phase did not make the wait succeed."""
+
+    def matches(event: InjectionEvent) -> bool:
+        try:
+            return wait is None or wait.matches(event)
+        except Exception:  # the test's predicate: it already failed the delivery
+            return False
+
+    matched = sum(1 for e in hits if matches(e))
+    consumed, refused = matched - got, len(hits) - matched
+    parts = [f"{got} matched this wait (it needs {count})"] if got else []
+    if consumed == 1:
+        parts.append("1 was consumed by another wait")
+    elif consumed:
+        parts.append(f"{consumed} were consumed by other waits")
+    if refused:
+        plural = "s" if len(filters) > 1 else ""
+        parts.append(f"{refused} did not pass its {'/'.join(filters)} filter{plural}")
+    return ", ".join(parts)
 
 
 def base_url_or_none(text: str) -> str | None:
