@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .client import InjectionApi, RemoteNode
+from .client import InjectionApi, RemoteNode, base_url
 from .events import ENTER
 from .node import FakeCluster, FakeNode
 from .server import TOKEN_ENV
@@ -131,6 +131,11 @@ def pytest_configure(config: pytest.Config) -> None:
         timeout = _ini_number(config, "injection_timeout", float, 0)
     elif not timeout >= 0:  # `not >=` also refuses NaN
         raise pytest.UsageError(f"--injection-timeout must be >= 0, got {timeout}")
+    for url in config.getoption("injection_node_urls") or ():
+        try:
+            base_url(url)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--injection-node-url: {exc}") from None
     config.stash[_settings_key] = Settings(
         node_urls=tuple(config.getoption("injection_node_urls") or ()),
         timeout=float(timeout),
