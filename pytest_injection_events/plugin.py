@@ -18,7 +18,7 @@ from .client import InjectionApi, RemoteNode, base_url
 from .events import ENTER
 from .node import FakeCluster, FakeNode
 from .server import TOKEN_ENV
-from .stream import InjectionEventStream, event_logger
+from .stream import EventsLost, InjectionEventStream, InjectionTimeout, event_logger
 
 MARKER = "wait_for_injection"
 _MARKER_HELP = (
@@ -229,7 +229,8 @@ def _marked(item: pytest.Item) -> list[MarkedInjection]:
         try:
             parsed.append(MarkedInjection.from_marker(mark))
         except ValueError as exc:
-            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}") from None
+            message = f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}"
+            raise pytest.fail.Exception(message, pytrace=False) from None
     return parsed
 
 
@@ -241,13 +242,16 @@ def _marker_targets(request: pytest.FixtureRequest, marked: MarkedInjection) -> 
         return urls
     if isinstance(node, int) and not isinstance(node, bool):
         if not -len(urls) <= node < len(urls):
-            raise pytest.UsageError(f"@pytest.mark.{MARKER}: node={node} but there are {len(urls)}")
+            pytest.fail(
+                f"@pytest.mark.{MARKER}: node={node} but the test has {len(urls)} node(s)",
+                pytrace=False,
+            )
         return [urls[node]]
     wanted = str(getattr(node, "url", node))
     for url in urls:
         if wanted in (url, RemoteNode(url).node_id):
             return [url]
-    raise pytest.UsageError(f"@pytest.mark.{MARKER}: node={node!r} is none of {urls}")
+    pytest.fail(f"@pytest.mark.{MARKER}: node={node!r} is none of {urls}", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -289,9 +293,14 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         timeout = default if mark.timeout is None else mark.timeout
         nodes = urls if len(urls) < len(stream.urls) else [None]  # type: ignore[union-attr]
         for node in nodes:
-            stream.wait_for_injection_sync(  # type: ignore[union-attr]
-                mark.name, timeout, count=mark.count, node=node, consume=False
-            )
+            try:
+                stream.wait_for_injection_sync(  # type: ignore[union-attr]
+                    mark.name, timeout, count=mark.count, node=node, consume=False
+                )
+            except (InjectionTimeout, EventsLost) as exc:
+                # The body is over: a traceback would only show the plugin's insides.
+                message = f"@pytest.mark.{MARKER}({mark.name!r}): {exc}"
+                raise pytest.fail.Exception(message, pytrace=False) from None
     return result
 
 
