@@ -243,10 +243,13 @@ class _NodeReader:
             if not chunk:
                 return
             text = pending + decode(chunk)
+            held = ""
             if "\r" in text:
+                if text.endswith("\r"):  # its LF may come in the next read: one line end
+                    text, held = text[:-1], "\r"
                 text = text.replace("\r\n", "\n").replace("\r", "\n")
             blocks = text.split("\n\n")
-            pending = blocks.pop()
+            pending = blocks.pop() + held
             for block in blocks:
                 if block:
                     self._dispatch(block)
