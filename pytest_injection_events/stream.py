@@ -330,7 +330,9 @@ class InjectionEventStream:
         self._readers = [_NodeReader(self, url) for url in dict.fromkeys(urls)]
         self._unread: dict[str, deque[int]] = {}  # per injection: events no wait has taken
         self._waits: list[_Wait] = []
-        self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[InjectionEvent]]] = []
+        self._listeners: list[
+            tuple[asyncio.AbstractEventLoop, asyncio.Queue[InjectionEvent | None]]
+        ] = []
         self._poll_taken: Counter[tuple[str, str]] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: _LoopThread | None = None
@@ -398,6 +400,11 @@ class InjectionEventStream:
 
     async def _close(self) -> None:
         await asyncio.gather(*(reader.close() for reader in self._readers))
+        for loop, queue in self._listeners:  # end every `async for` over this stream
+            if loop is self._loop:
+                queue.put_nowait(None)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(queue.put_nowait, None)
         for wait in self._waits:
             if not wait.future.done():
                 wait.future.cancel()
@@ -771,12 +778,13 @@ class InjectionEventStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[InjectionEvent]:
-        """Events from the next one on, as they arrive (not consuming them)."""
-        listener = (asyncio.get_running_loop(), asyncio.Queue[InjectionEvent]())
+        """Events from the next one on, as they arrive (not consuming them); ends when
+        the stream closes."""
+        listener = (asyncio.get_running_loop(), asyncio.Queue[InjectionEvent | None]())
         self._listeners.append(listener)
         try:
-            while True:
-                yield await listener[1].get()
+            while (event := await listener[1].get()) is not None:
+                yield event
         finally:
             self._listeners.remove(listener)
 
