@@ -61,8 +61,13 @@ class MarkedInjection:
         count = kwargs.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ValueError(f"count must be a positive integer, got {count!r}")
+        one_shot = kwargs.get("one_shot", True)
+        if not isinstance(one_shot, bool):  # "false" is truthy: it would mean one_shot=True
+            raise ValueError(f"one_shot must be True or False, got {one_shot!r}")
         timeout = kwargs.get("timeout")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout >= 0
+        ):
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         parameters = kwargs.get("parameters") or {}
         if not isinstance(parameters, dict):
