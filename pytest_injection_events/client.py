@@ -133,9 +133,14 @@ class InjectionApi:
                         message = text[:500]
                     raise ApiError(method, str(url), response.status, message)
                 return json.loads(text) if text else None
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError as exc:  # first: aiohttp's timeouts are connection errors too
+            detail = f" ({exc})" if str(exc) else ""
             raise ConnectionError(
-                f"{method} {url}: node unreachable: {exc or type(exc).__name__}"
+                f"{method} {url}: no answer within {self._timeout.total:g}s{detail}"
+            ) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectionError(
+                f"{method} {url}: node unreachable: {str(exc) or type(exc).__name__}"
             ) from exc
 
     async def enable_injection(
