@@ -171,13 +171,23 @@ class _NodeReader:
             if self.boot is not None:
                 params.append(("boot", self.boot))
         try:
-            response = await stream.session.get(
-                f"{self.url}{PREFIX}/events",
-                params=params,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None, connect=stream.connect_timeout),
+            # Bounded up to the headers: a stopped or wedged node accepts and never answers.
+            response = await asyncio.wait_for(
+                stream.session.get(
+                    f"{self.url}{PREFIX}/events",
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=None, connect=stream.connect_timeout),
+                ),
+                stream.connect_timeout,
             )
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise StreamConnectError(
+                f"cannot open the event stream of {self.url}: no answer within "
+                f"{stream.connect_timeout:g}s{detail}"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise StreamConnectError(f"cannot open the event stream of {self.url}: {exc}") from exc
         if response.status == 200 and response.content_type == "text/event-stream":
             self._on_connected(response)
