@@ -595,6 +595,9 @@ class InjectionEventStream:
             )
 
         candidates = [r for r in self._readers if node_id in (None, r.node_id)]
+        if not candidates:  # such a wait could only time out
+            reads = ", ".join(f"{r.node_id} ({r.url})" for r in self._readers)
+            raise ValueError(f"node {node_id!r} is not one this stream reads; it reads {reads}")
         polled = [r for r in candidates if r.polling]
         if polled and len(polled) == len(candidates):
             if phase != ENTER or predicate is not None or shard is not None:
