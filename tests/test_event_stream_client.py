@@ -262,6 +262,19 @@ async def test_node_filter_with_a_custom_node_id() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_node_filter_the_stream_does_not_read_is_refused_at_once(
+    node: FakeNode,
+) -> None:
+    """Such a wait could only time out, after the whole timeout: say so at once."""
+    async with injection_event_stream(node.url) as stream:
+        with pytest.raises(ValueError) as caught:
+            await stream.wait_for_injection("p", node="127.0.0.1:1", timeout=30)
+    assert str(caught.value) == (
+        f"node '127.0.0.1:1' is not one this stream reads; it reads {node.node_id} ({node.url})"
+    )
+
+
+@pytest.mark.asyncio
 async def test_server_side_filters(node: FakeNode) -> None:
     async with injection_event_stream(node.url, injections=["p"], phases=["enter"]) as stream:
         enable(node, "q")
