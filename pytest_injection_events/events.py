@@ -160,6 +160,7 @@ class Subscription:
         self.injections = frozenset(injections) if injections else None
         self.phases = frozenset(phases) if phases else None
         self.max_pending = max_pending
+        self._live_max_pending = max_pending  # max_pending once a replay has been taken
         self.pending: deque[Record] = deque()
         self.overflow: list[int] | None = None  # [missed_from, missed_to] once cut off
         self.closed = False
@@ -201,6 +202,7 @@ class Subscription:
                 self._wakeup = None
         batch = list(self.pending)
         self.pending.clear()
+        self.max_pending = self._live_max_pending  # the replay, if any, is out
         if self.overflow is not None and not self.closed:
             missed_from, missed_to = self.overflow
             batch.append(gap_record(self._log.node_id, missed_from, missed_to, GAP_SLOW_CLIENT))
