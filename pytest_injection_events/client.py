@@ -95,7 +95,7 @@ class InjectionApi:
     @property
     def sync(self) -> SyncInjectionApi:
         """The same calls, blocking, for synchronous tests."""
-        return SyncInjectionApi(self.url, self.token)
+        return SyncInjectionApi(self.url, self.token, timeout=self._timeout.total or 30.0)
 
     def _url(self, *segments: str) -> URL:
         path = "/".join(quote(s, safe="") for s in segments)
