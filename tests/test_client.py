@@ -260,6 +260,16 @@ async def test_a_node_that_does_not_answer_is_a_clear_connection_error(node: Fak
     )
 
 
+def test_the_sync_view_keeps_the_timeout() -> None:
+    """A listening socket nobody accepts on: TCP connects, no answer ever comes."""
+    with socket.socket() as wedged:
+        wedged.bind(("127.0.0.1", 0))
+        wedged.listen()
+        api = InjectionApi(f"127.0.0.1:{wedged.getsockname()[1]}", timeout=0.2)
+        with pytest.raises(ConnectionError, match=r"no answer within 0\.2s$"):
+            api.sync.get_enabled_injections()
+
+
 # -- sync view ----------------------------------------------------------------------
 
 
