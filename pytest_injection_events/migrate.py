@@ -1229,41 +1229,79 @@ def _merge_lines(first: list[Any], second: Sequence[Any]) -> list[Any]:
 
 
 def migrate_source(source: str, path: str = "<string>") -> FileResult:
-    """Convert the log waits of one module's source; raise MigrateError if it does not parse."""
+    """Convert the log waits of one module's source; raise MigrateError if it does not parse.
+
+    Python's own parser checks the whole file (fast); libcst, which is slow on big
+    files, only sees the top-level statements (functions, classes) that mention
+    ``wait_for``. Everything else is passed through as text, byte for byte.
+    """
     c = _libcst()
     try:
-        module = c.parse_module(source)
-    except c.ParserSyntaxError as exc:
-        raise MigrateError(f"{path}: cannot parse: {_syntax_error(source, exc)}") from None
-    if "wait_for" not in source:
-        return FileResult(path, source, source, 0, [])
-    wrapper = c.metadata.MetadataWrapper(module)
-    analysis = _Analysis(wrapper, path)
-    analysis.walk()
-    analysis.decide()
-    skipped = sorted(
-        (Skipped(path, s.line, s.reason) for s in analysis.sites if s.reason is not None),
-        key=lambda s: (s.line, s.reason),
-    )
-    if not analysis.converted:
-        return FileResult(path, source, source, 0, skipped)
-    migrated = _apply(analysis).code
-    if not _parses(migrated) and _parses(source):  # pragma: no cover - a bug of ours
-        bug = "internal error: the conversion did not parse; please report it"
-        skipped += [Skipped(path, s.line, bug) for s in analysis.converted]
-        return FileResult(path, source, source, 0, sorted(skipped, key=lambda s: s.line))
-    return FileResult(path, source, migrated, len(analysis.converted), skipped)
-
-
-def _syntax_error(source: str, exc: Any) -> str:
-    """Python's own wording of a syntax error (clearer than the parser's), with its line."""
-    try:
-        ast.parse(source)
+        tree = ast.parse(source)
     except SyntaxError as err:
-        return f"{err.msg} (line {err.lineno})" if err.lineno else str(err.msg)
-    except ValueError as err:  # e.g. a null byte
-        return str(err)
-    return str(exc.message).removeprefix("parser error: ")
+        where = f" (line {err.lineno})" if err.lineno else ""
+        raise MigrateError(f"{path}: cannot parse: {err.msg}{where}") from None
+    except ValueError as err:  # a null byte
+        raise MigrateError(f"{path}: cannot parse: {err}") from None
+    if not _MENTIONS_WAIT_FOR.search(source):
+        return FileResult(path, source, source, 0, [])
+    parts: list[str] = []
+    converted = 0
+    skipped: list[Skipped] = []
+    for first_line, text in _top_level_chunks(source, tree):
+        if not _MENTIONS_WAIT_FOR.search(text):
+            parts.append(text)
+            continue
+        try:
+            module = c.parse_module(text)
+        except c.ParserSyntaxError as exc:
+            msg = str(exc.message).removeprefix("parser error: ")
+            raise MigrateError(f"{path}: cannot parse: {msg}") from None
+        analysis = _Analysis(c.metadata.MetadataWrapper(module, unsafe_skip_copy=True), path)
+        analysis.walk()
+        analysis.decide()
+        offset = first_line - 1
+        skipped += [
+            Skipped(path, s.line + offset, s.reason) for s in analysis.sites if s.reason is not None
+        ]
+        if analysis.converted:
+            parts.append(_apply(analysis).code)
+            converted += len(analysis.converted)
+        else:
+            parts.append(text)
+    skipped.sort(key=lambda s: (s.line, s.reason))
+    migrated = "".join(parts)
+    if converted and not _parses(migrated):  # pragma: no cover - a bug of ours
+        bug = "internal error: the conversion did not parse; please report it"
+        return FileResult(path, source, source, 0, [*skipped, Skipped(path, 1, bug)])
+    return FileResult(path, source, migrated, converted, skipped)
+
+
+_MENTIONS_WAIT_FOR = re.compile(r"\bwait_for\b")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _top_level_chunks(source: str, tree: ast.Module) -> list[tuple[int, str]]:
+    """The source cut, at line starts, into pieces each holding whole top-level statements.
+
+    Returns (first line, text) pairs whose texts join back into ``source`` exactly,
+    so a piece can be parsed, rewritten and put back on its own.
+    """
+    lines = _LINE.findall(source)
+    starts = [1]
+    end = 0
+    for stmt in tree.body:
+        first = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", ()))])
+        if first > end and first > starts[-1]:
+            starts.append(first)
+        end = max(end, stmt.end_lineno or stmt.lineno)
+    chunks = []
+    for i, first in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(lines) + 1
+        chunks.append((first, "".join(lines[first - 1 : stop - 1])))
+    if "".join(text for _, text in chunks) != source:  # pragma: no cover - defensive
+        return [(1, source)]
+    return chunks
 
 
 def _parses(code: str) -> bool:

@@ -457,6 +457,28 @@ def test_file_without_sites_is_returned_unchanged() -> None:
     assert result.diff() == ""
 
 
+def test_statements_are_rewritten_in_place_with_absolute_line_numbers() -> None:
+    """Only top-level statements that mention wait_for go through libcst; the rest is text."""
+    source = (
+        '"""Module doc."""\r\n'
+        "x = (1,\r\n     2); y = 3\r\n"
+        "\r\n"
+        "@pytest.mark.slow\r\n"
+        "async def test_a(log):\r\n"
+        "    await log.wait_for('a: waiting')\r\n"
+        "# between\r\n"
+        "def helper():  # untouched\r\n"
+        "    return  1\r\n"
+        "async def test_b(log):\r\n"
+        "    await log.wait_for(pattern)"
+    )
+    result = migrate_source(source, "m.py")
+    assert result.migrated == source.replace(
+        "test_a(log)", "test_a(log, injection_event_stream)"
+    ).replace("log.wait_for('a: waiting')", "injection_event_stream.wait_for_injection('a')")
+    assert result.skipped == [Skipped("m.py", 12, "pattern is not a string literal")]
+
+
 def test_crlf_line_endings_are_kept() -> None:
     source = 'async def test_x(log):\r\n    await log.wait_for("a: waiting")\r\n'
     assert migrate_source(source).migrated == (
