@@ -15,7 +15,7 @@ fixture (SPEC §8), which is pushed the event the instant the point is hit::
 
 It only converts a site when the result means the same thing, and leaves every
 other site exactly as it was, with a line in the report that says why. The
-rules, in the order they are checked:
+rules:
 
 What a *site* is
     A call ``R.wait_for(...)`` whose receiver ``R`` is a server log (below), or
@@ -32,8 +32,8 @@ Which receivers are server logs
     (``logs[0]``) are refused: nothing ties them to a log.
 
 Which patterns convert
-    Exactly one positional pattern, a string literal or an f-string (implicit
-    concatenation included), whose *literal* text starts with
+    One pattern, a string literal or an f-string (implicit concatenation
+    included), whose *literal* text starts with
     ``NAME: waiting`` (phase ``enter``, the default, so no argument) or
     ``NAME: message received`` (``phase="resume"``), NAME being
     ``[A-Za-z0-9_]+``. Anything after that text is dropped: the stream
@@ -62,11 +62,11 @@ Arguments
 The result
     A bare ``await log.wait_for(...)`` converts. ``mark, _ = await
     log.wait_for(...)`` (plain names only) becomes the bare await when none of
-    the names is read later in the function (a read in a loop around the call,
-    in a nested function, or in a ``from_mark=`` of another *converted* site
-    that is dropped with it, is handled as you would expect). Any other use of
-    the result is refused: ``wait_for_injection`` returns an event, not the
-    ``(mark, matches)`` tuple.
+    the names is read later in the function: a read further down, anywhere in
+    a loop around the call, or in a nested function counts; a read in the
+    ``from_mark`` of another *converted* site does not, as that argument goes
+    away too. Any other use of the result is refused: ``wait_for_injection``
+    returns an event, not the ``(mark, matches)`` tuple.
 
 The function
     The site must be inside a test function (``test*``) or a fixture
@@ -102,8 +102,11 @@ Clean-up
 
 Everything else in the file is untouched (libcst keeps formatting and
 comments); a file with nothing to convert comes back byte for byte, and a
-second run changes nothing. A site whose conversion would drop a comment
-inside the call is refused rather than lose it.
+second run changes nothing. Comments inside a converted call are kept (one on
+a dropped ``from_mark`` line moves up a line); a site whose conversion would
+lose one is refused instead. Directories are searched for ``*.py``, sorted,
+skipping hidden directories, ``__pycache__``, ``site-packages``,
+``node_modules`` and virtualenvs.
 """
 
 from __future__ import annotations
@@ -234,8 +237,8 @@ class FileResult:
         if not self.changed:
             return ""
         lines = difflib.unified_diff(
-            self.original.splitlines(keepends=True),
-            self.migrated.splitlines(keepends=True),
+            _LINE.findall(self.original),
+            _LINE.findall(self.migrated),
             fromfile=self.path,
             tofile=self.path,
         )
@@ -453,7 +456,6 @@ class _Site:
     from_mark_name: str | None = None
     dropped: set[int] = field(default_factory=set)  # ids of Name nodes the rewrite drops
     reason: str | None = None
-    host: Any = None
     new_call: Any = None
 
 
@@ -483,10 +485,9 @@ class _Occurrence:
 class _Analysis:
     """One pass over a module collecting sites, bindings and name uses, then the decisions."""
 
-    def __init__(self, wrapper: Any, path: str) -> None:
+    def __init__(self, wrapper: Any) -> None:
         c = _libcst()
         self.c = c
-        self.path = path
         self.module = wrapper.module
         self.pos = wrapper.resolve(c.metadata.PositionProvider)
         self.exprctx = wrapper.resolve(c.metadata.ExpressionContextProvider)
@@ -824,7 +825,6 @@ class _Analysis:
                     site.reason = _r_receiver(site.receiver)
             sites.append(site)
             host, why = self._host(site.ctx)
-            site.host = host
             if site.reason is None and host is None:
                 site.reason = why
             if host is not None and site.is_log:
@@ -1257,7 +1257,7 @@ def migrate_source(source: str, path: str = "<string>") -> FileResult:
         except c.ParserSyntaxError as exc:
             msg = str(exc.message).removeprefix("parser error: ")
             raise MigrateError(f"{path}: cannot parse: {msg}") from None
-        analysis = _Analysis(c.metadata.MetadataWrapper(module, unsafe_skip_copy=True), path)
+        analysis = _Analysis(c.metadata.MetadataWrapper(module, unsafe_skip_copy=True))
         analysis.walk()
         analysis.decide()
         offset = first_line - 1
