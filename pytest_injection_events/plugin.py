@@ -18,7 +18,13 @@ from .client import InjectionApi, RemoteNode, base_url
 from .events import ENTER
 from .node import FakeCluster, FakeNode
 from .server import TOKEN_ENV
-from .stream import EventsLost, InjectionEventStream, InjectionTimeout, event_logger
+from .stream import (
+    EventsLost,
+    InjectionEventStream,
+    InjectionTimeout,
+    StreamConnectError,
+    event_logger,
+)
 
 MARKER = "wait_for_injection"
 _MARKER_HELP = (
@@ -217,9 +223,16 @@ def injection_event_stream_fixture(
     """A stream open before the test body: on `injection_node`, or on every node of
     `injection_cluster` when the test uses it. Works in sync and async tests."""
     stream = InjectionEventStream(_stream_targets(request), token=_settings(request.config).token)
-    with stream:
-        request.node.stash[_stream_key] = stream
+    try:
+        stream.__enter__()
+    except StreamConnectError as exc:
+        # A node that is down or refuses us: say so in one line, not an aiohttp traceback.
+        message = f"injection_event_stream: {exc}"
+        raise pytest.fail.Exception(message, pytrace=False) from None
+    try:
         yield stream
+    finally:
+        stream.__exit__(None, None, None)
 
 
 _stream_key = pytest.StashKey[InjectionEventStream]()
@@ -266,7 +279,8 @@ def _injection_marker_setup(request: pytest.FixtureRequest) -> Iterator[None]:
     if not marked:
         yield
         return
-    request.getfixturevalue("injection_event_stream")
+    # Whatever provides the fixture (ours, or a user's override) is what the check reads.
+    request.node.stash[_stream_key] = request.getfixturevalue("injection_event_stream")
     token = _settings(request.config).token
     enabled: list[tuple[MarkedInjection, list[str]]] = []
     request.node.stash[_marked_key] = enabled
@@ -312,8 +326,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """Note what the test's stream saw, for --injection-report (also across xdist)."""
-    stream = item.stash.get(_stream_key, None)
-    if stream is not None and _settings(item.config).report:
+    stream = item.stash.get(_stream_key, None) or item.funcargs.get("injection_event_stream")
+    if isinstance(stream, InjectionEventStream) and _settings(item.config).report:
         item.user_properties.append((_REPORT_KEY, _hit_summary(stream)))
     return (yield)
 

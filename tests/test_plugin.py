@@ -609,6 +609,50 @@ def test_node_urls_replace_the_fake_nodes(
     assert writes == [["k"], ["k"]]
 
 
+def test_unreachable_node_url_is_one_clear_line(inner: pytest.Pytester) -> None:
+    """A given node that is down errors the test with the reason, not an aiohttp traceback."""
+    make_tests(inner, "def test_x(injection_event_stream):\n    pass\n")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = inner.runpytest(f"--injection-node-url={url}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"injection_event_stream: cannot open the event stream of {url}*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*During handling*")
+
+
+def test_marker_checks_a_user_overridden_stream_fixture(inner: pytest.Pytester) -> None:
+    """A conftest may provide its own `injection_event_stream`; the marker checks that one."""
+    make_tests(
+        inner,
+        """
+        from pytest_injection_events import injection_event_stream as open_stream
+
+
+        @pytest.fixture
+        def injection_event_stream(injection_node):
+            with open_stream(injection_node.url) as stream:
+                stream.opened_by_user = True
+                yield stream
+
+
+        @pytest.mark.wait_for_injection("kv_write_delay", parameters={"ms": 1}, timeout=10)
+        def test_hit(injection_node, injection_event_stream):
+            assert injection_event_stream.opened_by_user
+            put(injection_node.url)
+
+
+        @pytest.mark.wait_for_injection("kv_write_delay", timeout=0.2)
+        def test_missed(injection_node):
+            pass
+        """,
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*wait_for_injection('kv_write_delay'): timed out after 0.2s*"])
+
+
 # -- --injection-report and the event log ---------------------------------------------------
 
 REPORTED = """
