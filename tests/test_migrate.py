@@ -538,12 +538,15 @@ def test_unparseable_source_raises_a_clear_error() -> None:
 # ----------------------------------------------------------------------------- files and command
 
 
+TREE_SAMPLES = ("basic", "refusals", "threaded")  # enough for the file-level tests
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A directory with a copy of every sample as a .py file, plus things to ignore."""
+    """A directory with copies of a few samples as .py files, plus things to ignore."""
     root = tmp_path / "tests"
     (root / "sub").mkdir(parents=True)
-    for name in SAMPLE_NAMES:
+    for name in TREE_SAMPLES:
         target = root / ("sub" if name == "threaded" else ".") / f"test_{name}.py"
         shutil.copyfile(SAMPLES / f"{name}.input.txt", target)
     (root / ".hidden").mkdir()
@@ -556,11 +559,11 @@ def test_migrate_paths_recurses_sorted_and_writes_nothing(tree: Path) -> None:
     before = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()}
     results = migrate_paths([tree])
     names = [Path(r.path).relative_to(tree).as_posix() for r in results]
-    top = sorted(f"test_{n}.py" for n in SAMPLE_NAMES if n != "threaded")
+    top = sorted(f"test_{n}.py" for n in TREE_SAMPLES if n != "threaded")
     assert names == [*top, "sub/test_threaded.py"]
     assert {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()} == before
     by_name = {Path(r.path).stem.removeprefix("test_"): r for r in results}
-    for name in SAMPLE_NAMES:
+    for name in TREE_SAMPLES:
         assert by_name[name].migrated == sample(name, "expected")
 
 
@@ -573,13 +576,13 @@ def test_migrate_paths_bad_path_raises(tmp_path: Path) -> None:
 def test_run_migrate_write(tree: Path) -> None:
     out = io.StringIO()
     assert run_migrate([str(tree)], write=True, out=out) == 0
-    for name in SAMPLE_NAMES:
+    for name in TREE_SAMPLES:
         path = tree / ("sub" if name == "threaded" else ".") / f"test_{name}.py"
         assert path.read_text() == sample(name, "expected")
     assert (tree / ".hidden" / "test_skip.py").read_text() == sample("basic")
     text = out.getvalue()
-    total = sum(CONVERTED.values())
-    assert f"{total} sites converted in {len(SAMPLE_NAMES)} files" in text
+    total = sum(CONVERTED[n] for n in TREE_SAMPLES)
+    assert f"{total} sites converted in {len(TREE_SAMPLES)} files" in text
     assert "---" not in text  # no diff when writing
     refused = tree / "test_refusals.py"
     assert f"{refused}:10: pattern is a regex, not a literal injection name\n" in text
