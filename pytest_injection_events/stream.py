@@ -32,6 +32,11 @@ NODE_HEADER = "X-Injection-Node"
 LAST_SEQ_HEADER = "X-Injection-Last-Seq"
 #: Reconnect at once, then back off to this many seconds between attempts.
 RECONNECT_DELAYS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+#: We ask for a heartbeat this often, and take a stream silent for READ_TIMEOUT as dead
+#: (a vanished host never closes the connection); READ_TIMEOUT also covers a node that
+#: keeps the default 15 s heartbeat.
+HEARTBEAT = 5.0
+READ_TIMEOUT = 20.0
 #: Polling period of the `/enters` fallback: first, factor, cap (faster than ScyllaDB's).
 POLL_FIRST, POLL_FACTOR, POLL_CAP = 0.01, 1.5, 0.25
 
@@ -165,6 +170,7 @@ class _NodeReader:
         stream = self.stream
         params: list[tuple[str, str]] = [("injection", n) for n in stream.injections]
         params += [("phase", p) for p in stream.phases]
+        params.append(("heartbeat", f"{min(HEARTBEAT, stream.read_timeout / 4):g}"))
         headers = {"Accept": "text/event-stream", **auth_headers(stream.token)}
         if self.last_id is not None:
             headers["Last-Event-ID"] = self.last_id
@@ -177,7 +183,9 @@ class _NodeReader:
                     f"{self.url}{PREFIX}/events",
                     params=params,
                     headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=None, connect=stream.connect_timeout),
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=stream.connect_timeout, sock_read=stream.read_timeout
+                    ),
                 ),
                 stream.connect_timeout,
             )
@@ -319,6 +327,7 @@ class InjectionEventStream:
         phases: Iterable[str] | None = None,
         token: str | None = None,
         connect_timeout: float = 10.0,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         if isinstance(targets, str):
             targets = [targets]
@@ -334,6 +343,7 @@ class InjectionEventStream:
             )
         self.token = token
         self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self.events: list[InjectionEvent] = []
         self.gaps: list[InjectionEvent] = []
         self.restarts: list[tuple[str, float]] = []

@@ -25,6 +25,7 @@ class _Pipe:
         self.client = client
         self.server: asyncio.StreamWriter | None = None
         self.budget: int | None = None  # server->client bytes left before a cut
+        self.frozen = False  # server->client bytes swallowed: a link gone silent
         self.tasks: list[asyncio.Task[None]] = []
 
     def abort(self) -> None:
@@ -94,6 +95,12 @@ class Proxy:
         """Let `nbytes` more bytes flow from the server on each live connection, then cut it."""
         for pipe in self._pipes:
             pipe.budget = nbytes
+
+    def freeze(self) -> None:
+        """Live connections go silent, open but passing nothing to the client, as when
+        the node's host vanishes; new connections are not affected."""
+        for pipe in self._pipes:
+            pipe.frozen = True
 
     def down(self, mode: str = REFUSE) -> None:
         """New connections are refused (closed at once) or held until `up()`."""
@@ -178,6 +185,8 @@ class Proxy:
         `cut_after`. An error on either side aborts both, as a broken link would."""
         try:
             while data := await source.read(CHUNK):
+                if budgeted is not None and budgeted.frozen:
+                    continue
                 if budgeted is not None and budgeted.budget is not None:
                     if len(data) >= budgeted.budget:
                         sink.write(data[: budgeted.budget])

@@ -403,6 +403,27 @@ async def test_a_cut_before_any_event_still_loses_nothing(node: FakeNode) -> Non
 
 
 @pytest.mark.asyncio
+async def test_a_link_gone_silent_is_dropped_after_the_read_timeout_and_resumed(
+    node: FakeNode,
+) -> None:
+    """A vanished host never closes the connection: no byte, not even a heartbeat, for
+    read_timeout makes the stream reconnect and replay what it missed."""
+    async with (
+        Proxy(node.url) as proxy,
+        InjectionEventStream(proxy.url, read_timeout=0.4) as stream,
+    ):
+        enable(node, "p")
+        await stream.wait_for_injection("p", phase="enable", timeout=5)
+        proxy.freeze()
+        hit(node, "p", 5)  # swallowed by the silent link
+        await stream.wait_for_injection("p", count=5, timeout=5)
+        assert stream.reconnects == 1
+        assert proxy.forwarded == 2
+    assert seqs(stream.events) == [1, 2, 3, 4, 5, 6]
+    assert no_other_task()
+
+
+@pytest.mark.asyncio
 async def test_a_slow_client_cut_off_by_the_node_resumes_silently() -> None:
     """A `slow_client` gap is not a loss: the node still keeps those events."""
     with FakeNode(max_pending=5) as node:
