@@ -145,7 +145,8 @@ def run_watch(args: argparse.Namespace) -> int:
 def run_migrate(args: argparse.Namespace) -> int:
     from .migrate import run_migrate as migrate_paths
 
-    return migrate_paths(args.paths, write=args.write)
+    # The report goes to stderr so that `migrate tests/ > fix.patch` is a clean diff.
+    return migrate_paths(args.paths, write=args.write, err=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,6 +54,25 @@ def log_line(event: InjectionEvent) -> str | None:
     return f"INFO  {stamp},{millis:03d} [shard {shard}] error_injection - {message}\n"
 
 
+def _split_positional(
+    args: tuple[Any, ...], from_mark: int | None, timeout: float
+) -> tuple[tuple[str | re.Pattern[str], ...], int | None, float]:
+    count = 0
+    while count < len(args) and isinstance(args[count], (str, re.Pattern)):
+        count += 1
+    rest = args[count:]
+    if not count or len(rest) > 2:
+        raise TypeError(
+            "wait_for(*patterns, from_mark=None, timeout=600): give at least one pattern "
+            f"(str or re.Pattern), then at most a mark and a timeout; got {args!r}"
+        )
+    if rest:
+        from_mark = rest[0]
+    if len(rest) == 2:
+        timeout = rest[1]
+    return args[:count], from_mark, timeout
+
+
 class InjectionLogFile:
     """`mark()`, `wait_for()` and `grep()` of ScyllaDB's `ScyllaLogFile`, over a stream.
 
@@ -88,7 +107,12 @@ class InjectionLogFile:
         timeout: float = 600,
     ) -> tuple[int, list[tuple[str, re.Match[str]]]]:
         """Wait until every pattern matched a line; return the position after the last
-        line read and the (line, match) pairs, as ScyllaDB's `wait_for` does."""
+        line read and the (line, match) pairs, as ScyllaDB's `wait_for` does.
+
+        ScyllaDB's older `wait_for(pattern, from_mark, timeout)` passes the mark and
+        the timeout positionally: trailing non-pattern arguments are taken as those.
+        """
+        exprs, from_mark, timeout = _split_positional(exprs, from_mark, timeout)
         patterns = [re.compile(expr) for expr in exprs]
         matches: list[tuple[str, re.Match[str]]] = []
         position = from_mark or 0

@@ -105,3 +105,20 @@ async def test_grep_and_one_node_of_a_merged_stream(http):
             )
             assert [m.group(0) for _, m in found] == ["kv_write", "kv_write"]
             assert len(await InjectionLogFile(stream).grep("kv_write", max_count=1)) == 1
+
+
+@pytest.mark.asyncio
+async def test_positional_mark_and_timeout_of_the_older_signature(node, http):
+    """ScyllaDB's older tests call `log.wait_for(pattern, mark, 30)`."""
+    async with injection_event_stream(node.url) as stream:
+        log = InjectionLogFile(stream)
+        await _park_and_release(stream, node, http, "a")
+        mark = await log.mark()
+        await _park_and_release(stream, node, http, "b")
+        position, matches = await log.wait_for("message received", mark, 5)
+        assert position == len(stream.events)
+        assert len(matches) == 1
+        with pytest.raises(TimeoutError):
+            await log.wait_for("waiting", position, 0.05)
+        with pytest.raises(TypeError, match="at least one pattern"):
+            await log.wait_for(mark)

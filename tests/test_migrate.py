@@ -11,6 +11,7 @@ import ast
 import functools
 import io
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -687,3 +688,24 @@ def test_run_migrate_without_libcst_says_how_to_install(
     out = io.StringIO()
     assert run_migrate([str(tmp_path)], out=out) == 2
     assert "pip install 'pytest-injection-events[migrate]'" in out.getvalue()
+
+
+def test_command_line_prints_the_diff_on_stdout_and_the_report_on_stderr(tmp_path: Path) -> None:
+    """`injection-events migrate tests/ > fix.patch` gives a clean patch."""
+    target = tmp_path / "test_sample.py"
+    shutil.copy(SAMPLES / "partial.input.txt", target)
+    before = target.read_text()
+    command = [sys.executable, "-m", "pytest_injection_events.cli", "migrate", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("---") and "+++" in result.stdout
+    assert "converted" in result.stderr and "converted" not in result.stdout
+    assert target.read_text() == before  # a dry run by default
+
+    written = subprocess.run([*command, "--write"], capture_output=True, text=True, check=False)
+    assert written.returncode == 0, written.stderr
+    assert target.read_text() == (SAMPLES / "partial.expected.txt").read_text()
+    missing = subprocess.run(
+        [*command[:-1], str(tmp_path / "nope")], capture_output=True, text=True, check=False
+    )
+    assert missing.returncode == 2 and "nope" in missing.stderr
