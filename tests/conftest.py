@@ -34,6 +34,22 @@ def _nothing_left_running() -> Iterator[None]:
     assert not leftover, f"threads left running after the test: {leftover}"
 
 
+@pytest.fixture(autouse=True)
+def _sessions_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every aiohttp session opened during the test (by a client or a node) is closed by
+    its end: a leak would otherwise only show as a warning at garbage collection."""
+    opened: list[aiohttp.ClientSession] = []
+    init = aiohttp.ClientSession.__init__
+
+    def tracking_init(self: aiohttp.ClientSession, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(self)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "__init__", tracking_init)
+    yield
+    assert [s for s in opened if not s.closed] == []
+
+
 @pytest.fixture
 def node() -> Iterator[FakeNode]:
     with FakeNode() as fake:

@@ -8,10 +8,10 @@ import asyncio
 import gc
 import socket
 import warnings
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from helpers import closed_port
 from proxy import Proxy
 
 from pytest_injection_events import (
@@ -22,29 +22,6 @@ from pytest_injection_events import (
     injection_event_stream,
 )
 from pytest_injection_events.node import POINTS, FakeNode
-
-
-@pytest.fixture(autouse=True)
-def _sessions_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every aiohttp session opened during the test (by the client, or a node) is closed
-    by its end: a leak would otherwise only show as a warning at garbage collection."""
-    opened: list[aiohttp.ClientSession] = []
-    init = aiohttp.ClientSession.__init__
-
-    def tracking_init(self: aiohttp.ClientSession, *args: object, **kwargs: object) -> None:
-        init(self, *args, **kwargs)  # type: ignore[arg-type]
-        opened.append(self)
-
-    monkeypatch.setattr(aiohttp.ClientSession, "__init__", tracking_init)
-    yield
-    assert [s for s in opened if not s.closed] == []
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def hit(node: FakeNode, name: str, shard: int = 0) -> None:

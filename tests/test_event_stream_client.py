@@ -8,15 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from helpers import closed_port
 from proxy import HOLD, REFUSE, Proxy
 
 from pytest_injection_events import (
@@ -29,27 +29,6 @@ from pytest_injection_events import (
     injection_event_stream,
 )
 from pytest_injection_events.node import FakeCluster, FakeNode
-
-
-@pytest.fixture(autouse=True)
-def _sessions_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every aiohttp session opened during the test is closed by its end."""
-    opened: list[aiohttp.ClientSession] = []
-    init = aiohttp.ClientSession.__init__
-
-    def tracking_init(self: aiohttp.ClientSession, *args: object, **kwargs: object) -> None:
-        init(self, *args, **kwargs)  # type: ignore[arg-type]
-        opened.append(self)
-
-    monkeypatch.setattr(aiohttp.ClientSession, "__init__", tracking_init)
-    yield
-    assert [s for s in opened if not s.closed] == []
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def enable(node: FakeNode, name: str, one_shot: bool = False, **parameters: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from helpers import EVENT_KEYS
 
 from pytest_injection_events.events import EventLog
 from pytest_injection_events.injector import (
@@ -24,19 +25,6 @@ from pytest_injection_events.injector import (
     Injector,
     PointInfo,
 )
-
-EVENT_KEYS = {
-    "injection",
-    "type",
-    "phase",
-    "shard",
-    "node",
-    "seq",
-    "timestamp",
-    "enter_count",
-    "one_shot",
-    "parameters",
-}
 
 
 class Events:

@@ -21,23 +21,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import EVENT_KEYS
 from sse import RawStream, open_stream
 
 from pytest_injection_events.node import POINTS, FakeCluster, FakeNode
 
 API = "/v2/error_injection"
-EVENT_KEYS = {
-    "injection",
-    "type",
-    "phase",
-    "shard",
-    "node",
-    "seq",
-    "timestamp",
-    "enter_count",
-    "one_shot",
-    "parameters",
-}
 SPEC_POINTS = {
     "kv_write_before_apply": "wait_for_message",
     "kv_write_error": "exception",

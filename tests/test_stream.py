@@ -14,24 +14,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import EVENT_KEYS as KEYS
+from helpers import GAP_KEYS
 from sse import Message, RawStream, open_stream
 
 from pytest_injection_events.node import FakeNode
 
 EVENTS = "/v2/error_injection/events"
-KEYS = {
-    "injection",
-    "type",
-    "phase",
-    "shard",
-    "node",
-    "seq",
-    "timestamp",
-    "enter_count",
-    "one_shot",
-    "parameters",
-}
-GAP_KEYS = KEYS | {"missed_from", "missed_to", "reason"}
 FRAME = re.compile(r"id: (\d+)\ndata: ([^\n]*)\n\n")
 
 

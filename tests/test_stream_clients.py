@@ -18,24 +18,13 @@ import httpx
 import httpx_sse
 import pytest
 from aiohttp_sse_client import client as sse_client
+from helpers import EVENT_KEYS as KEYS
 from sse import Message, RawStream, open_stream
 
 from pytest_injection_events.events import Subscription
 from pytest_injection_events.node import FakeNode
 
 EVENTS = "/v2/error_injection/events"
-KEYS = {
-    "injection",
-    "type",
-    "phase",
-    "shard",
-    "node",
-    "seq",
-    "timestamp",
-    "enter_count",
-    "one_shot",
-    "parameters",
-}
 FRAME = re.compile(rb"id: (\d+)\ndata: ([^\n]*)\n\n")
 MAX_PENDING = 100
 #: A name that no line reader may split and no URL may mangle.
