@@ -26,6 +26,10 @@ PREFIX = "/v2/error_injection"
 DEFAULT_PORT = 10000
 MAX_BODY = 1024 * 1024
 MAX_NAME = 1024
+#: The longest request line the HTTP layer takes (aiohttp's default is 8190 bytes). A
+#: name of MAX_NAME characters is up to 12 bytes each percent-encoded: it must reach the
+#: API, to be served, or refused as too long in JSON, not cut off by the HTTP parser.
+MAX_REQUEST_LINE = 64 * 1024
 DEFAULT_MAX_CLIENTS = 256
 DEFAULT_HEARTBEAT = 15.0
 RETRY_MS = 1000
@@ -415,7 +419,11 @@ class InjectionServer:
 
     async def start(self) -> None:
         runner = web.AppRunner(
-            self.app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+            self.app,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
+            access_log=None,
+            max_line_size=MAX_REQUEST_LINE,
         )
         await runner.setup()
         try:
