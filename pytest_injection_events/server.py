@@ -216,7 +216,9 @@ class InjectionRoutes:
         self.clients = 0
 
     def add_to(self, app: web.Application) -> None:
-        one = PREFIX + "/injection/{name}"
+        # `[^/]+`, not aiohttp's default `[^{}/]+`: a name may hold braces like any other
+        # character (`%2F` still reaches the handler as part of the one segment).
+        one = PREFIX + "/injection/{name:[^/]+}"
         app.router.add_post(one, self.enable)
         app.router.add_delete(one, self.disable)
         app.router.add_get(one, self.get_one)
