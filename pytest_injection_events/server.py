@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from aiohttp_sse import EventSourceResponse
 
 from .events import DEFAULT_MAX_PENDING, PHASES, EventLog
@@ -93,6 +94,37 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception as exc:  # a bug of ours: say so in JSON and keep serving
         _log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class _JsonErrorRequestHandler(RequestHandler):
+    """What aiohttp's HTTP layer refuses before any middleware runs (a header with a
+    control character, a Content-Encoding it cannot decode, a body that does not
+    decompress, a line too long) is answered `{"error": ...}` like any other bad input,
+    and logged at DEBUG: a client's malformed request is not the node's error."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        _log.debug("refused a request the HTTP layer could not take: %s", message, exc_info=exc)
+        if request.writer.output_size > 0:  # as aiohttp: an answer already began
+            raise ConnectionError("response already started; cannot send the error")
+        text = " ".join((message or "").split())[:300] or "malformed request"
+        response = error_response(status, f"bad HTTP request: {text}")
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    """aiohttp's `Server`, making the handler above for each connection."""
+
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -428,6 +460,8 @@ class InjectionServer:
             max_line_size=MAX_REQUEST_LINE,
         )
         await runner.setup()
+        if type(runner.server) is web.Server:  # else aiohttp's own plain-text errors
+            runner.server.__class__ = _JsonErrorServer  # only __call__ differs: same state
         try:
             site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
             await site.start()
