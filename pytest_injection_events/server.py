@@ -33,6 +33,9 @@ MAX_NAME = 1024
 MAX_REQUEST_LINE = 64 * 1024
 DEFAULT_MAX_CLIENTS = 256
 DEFAULT_HEARTBEAT = 15.0
+#: Seconds a request body may take to arrive: a body aiohttp's parser fails on after the
+#: handler began to read it (a bad chunk) never ends, so its reader must not wait forever.
+DEFAULT_BODY_TIMEOUT = 10.0
 RETRY_MS = 1000
 #: Headers that tell a reader which life of which node it is talking to.
 BOOT_HEADER = "X-Injection-Boot"
@@ -235,8 +238,10 @@ class InjectionRoutes:
         heartbeat: float = DEFAULT_HEARTBEAT,
         send_timeout: float | None = 120.0,
         boot_id: str | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.injector = injector
+        self.body_timeout = body_timeout
         self.event_log = event_log
         self.max_clients = max_clients
         self.max_pending = max_pending
@@ -265,9 +270,32 @@ class InjectionRoutes:
     async def enable(self, request: web.Request) -> web.Response:
         name = parse_name(request)
         one_shot = parse_bool(request.query.get("one_shot"), "one_shot")
-        parameters = parse_parameters(await request.read())
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        parameters = parse_parameters(body)
         self.injector.enable(name, one_shot=one_shot, parameters=parameters)
         return json_response({"injection": name, "one_shot": one_shot, "parameters": parameters})
+
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        """The body, or the error to answer (then the connection closes, its rest unread).
+
+        A compressed body is refused unread: aiohttp's parser can fail on one after the
+        read began without ever ending it (deflate), and ScyllaDB's API takes none."""
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            response = error_response(
+                415, f"request bodies are not accepted compressed (Content-Encoding: {encoding})"
+            )
+        else:
+            try:
+                return await asyncio.wait_for(request.read(), self.body_timeout)
+            except asyncio.TimeoutError:
+                response = error_response(
+                    408, f"the request body did not arrive within {self.body_timeout:g}s"
+                )
+        response.force_close()
+        return response
 
     async def disable(self, request: web.Request) -> web.Response:
         name = parse_name(request)
