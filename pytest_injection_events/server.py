@@ -131,12 +131,19 @@ class _JsonErrorServer(web.Server):
 
 
 def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    expected = f"Bearer {token}".encode()
+    # hmac.compare_digest takes a time that depends on the lengths only, never on where
+    # the bytes differ. The scheme is no secret: it is matched apart, in any case (RFC
+    # 9110 §11.1: `bearer` is `Bearer`). Bytes are compared as they came on the wire.
+    expected = token.encode("utf-8", "surrogateescape")
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-        if not hmac.compare_digest(given, expected):
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        try:
+            given = credentials.lstrip(" ").encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            given = b""
+        if not hmac.compare_digest(given, expected) or scheme.lower() != "bearer":
             return error_response(
                 401,
                 "missing or wrong bearer token",
