@@ -162,9 +162,9 @@ def check(node: FakeNode, method: str, target: str, answer: Answer, before: Any)
 
 @pytest.fixture
 def fuzzed(node: FakeNode) -> Iterator[FakeNode]:
+    """The module's node in its known state (examples that change it reset it)."""
     reset(node)
     yield node
-    # Streams opened by the examples end when their client goes; none may be left.
     node.call(node.injector.disable_all)
 
 
