@@ -38,8 +38,8 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 def _timestamp() -> float:
-    """Unix seconds to the microsecond. `round(t, 6)` costs about 0.7 us, most of a hit's
-    budget; rounding the microsecond count is 5x cheaper and gives the same resolution."""
+    """Unix seconds to the microsecond. `round(t, 6)` took 0.7 us, a third of an enabled
+    hit (2.3 -> 1.6 us); rounding the microsecond count gives the same resolution."""
     return round(time.time() * 1_000_000) / 1_000_000
 
 
