@@ -160,7 +160,7 @@ class Subscription:
         self.injections = frozenset(injections) if injections else None
         self.phases = frozenset(phases) if phases else None
         self.max_pending = max_pending
-        self._live_max_pending = max_pending  # max_pending once a replay has been taken
+        self.replaying = 0  # a replay's records, queued on top of max_pending until taken
         self.pending: deque[Record] = deque()
         self.overflow: list[int] | None = None  # [missed_from, missed_to] once cut off
         self.closed = False
@@ -177,7 +177,7 @@ class Subscription:
             return
         if not self.matches(record.data):
             return
-        if len(self.pending) >= self.max_pending:
+        if len(self.pending) >= self.max_pending + self.replaying:
             self.overflow = [record.seq, record.seq]  # type: ignore[list-item]
         else:
             self.pending.append(record)
@@ -202,7 +202,7 @@ class Subscription:
                 self._wakeup = None
         batch = list(self.pending)
         self.pending.clear()
-        self.max_pending = self._live_max_pending  # the replay, if any, is out
+        self.replaying = 0  # the replay, if any, is out: live records get max_pending again
         if self.overflow is not None and not self.closed:
             missed_from, missed_to = self.overflow
             batch.append(gap_record(self._log.node_id, missed_from, missed_to, GAP_SLOW_CLIENT))
@@ -308,7 +308,7 @@ class EventLog:
             matches = subscription.matches
             subscription.pending.extend(r for r in self.since(after) if matches(r.data))
             # The replay is made of records the log keeps anyway; bound only what comes live.
-            subscription.max_pending += len(subscription.pending)
+            subscription.replaying = len(subscription.pending)
         self._subscriptions.append(subscription)
         return subscription
 

@@ -220,6 +220,12 @@ async def flood_past_a_stalled_reader(
     (watched,) = subscriptions(node)
     first = node.call(lambda: node.event_log.last_seq) + 1
     fast = [FastReader(await http.get(node.url + EVENTS)) for _ in range(2)]
+    # The fast readers share two cores with the flood: on a loaded machine they can fall
+    # 100 events behind for a moment and be cut off too, which is not what this proves.
+    # Their queues get room; the stalled reader keeps the node's bound.
+    for subscription in subscriptions(node):
+        if subscription is not watched:
+            subscription.max_pending = 1_000_000
     try:
         flood = Flood(node, watched)
         last = await flood.run()
@@ -232,7 +238,6 @@ async def flood_past_a_stalled_reader(
     # buffer) and closed it with its gap before the flood was over.
     assert watched.overflow is not None and watched.overflow[0] <= watched.overflow[1] <= last
     assert flood.largest[watched] == MAX_PENDING  # it filled up, and never beyond
-    assert all(size <= MAX_PENDING for size in flood.largest.values())
     return last, watched
 
 
