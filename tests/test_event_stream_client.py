@@ -795,3 +795,26 @@ async def test_crlf_split_across_reads_is_one_line_end() -> None:
         await reader._read(type("Response", (), {"content": body})())  # type: ignore[arg-type]
         assert [(e.seq, e.enter_count) for e in stream.events] == [(1, 1), (2, 2)], cut
         assert reader.last_id == "2"
+
+
+@pytest.mark.asyncio
+async def test_an_event_arriving_as_its_wait_is_cancelled_goes_to_the_next_wait(
+    node: FakeNode,
+) -> None:
+    """Cancelling a task cancels its wait's future at once, but the wait leaves the list
+    only when the task runs again: an event delivered in between must not be lost."""
+    async with injection_event_stream(node.url) as stream:
+        enable(node, "p")
+        await stream.wait_for_injection("p", phase="enable", timeout=5)
+        waiter = asyncio.create_task(stream.wait_for_injection("p", timeout=5))
+        await asyncio.sleep(0)  # let it register
+        (reader,) = stream._readers
+        waiter.cancel()
+        stream._deliver(  # what the reader does when a hit arrives, in the same loop turn
+            InjectionEvent.from_dict(
+                {"injection": "p", "phase": "enter", "seq": 99, "node": reader.node_id}
+            )
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert (await stream.wait_for_injection("p", timeout=1)).seq == 99
