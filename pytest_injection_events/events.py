@@ -11,7 +11,7 @@ import json
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +161,8 @@ class Subscription:
         self.phases = frozenset(phases) if phases else None
         self.max_pending = max_pending
         self.replaying = 0  # a replay's records, queued on top of max_pending until taken
+        #: Called once when the queue overflows: its reader can be told, or dropped if stalled.
+        self.on_overflow: Callable[[], Any] | None = None
         self.pending: deque[Record] = deque()
         self.overflow: list[int] | None = None  # [missed_from, missed_to] once cut off
         self.closed = False
@@ -179,6 +181,8 @@ class Subscription:
             return
         if len(self.pending) >= self.max_pending + self.replaying:
             self.overflow = [record.seq, record.seq]  # type: ignore[list-item]
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
             self.pending.append(record)
         self._wake()

@@ -37,6 +37,9 @@ DEFAULT_HEARTBEAT = 15.0
 #: Seconds a request body may take to arrive: a body aiohttp's parser fails on after the
 #: handler began to read it (a bad chunk) never ends, so its reader must not wait forever.
 DEFAULT_BODY_TIMEOUT = 10.0
+#: A reader cut off as too slow gets its gap once it reads again; one that has not read
+#: that far this long after is dropped, so a stalled reader does not keep a client slot.
+DEFAULT_STALL_TIMEOUT = 5.0
 RETRY_MS = 1000
 #: Headers that tell a reader which life of which node it is talking to.
 BOOT_HEADER = "X-Injection-Boot"
@@ -255,9 +258,11 @@ class InjectionRoutes:
         send_timeout: float | None = 120.0,
         boot_id: str | None = None,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
         self.injector = injector
         self.body_timeout = body_timeout
+        self.stall_timeout = stall_timeout
         self.event_log = event_log
         self.max_clients = max_clients
         self.max_pending = max_pending
@@ -384,6 +389,10 @@ class InjectionRoutes:
         response = EventSourceResponse(
             sep="\n", ping_interval=_NO_PING, send_timeout=self.send_timeout, headers=identity
         )
+        cutoff: list[asyncio.TimerHandle] = []
+        subscription.on_overflow = lambda: cutoff.append(
+            asyncio.get_running_loop().call_later(self.stall_timeout, _drop_stalled, request)
+        )
         self.clients += 1
         try:
             await response.prepare(request)
@@ -407,6 +416,8 @@ class InjectionRoutes:
         finally:
             self.clients -= 1
             subscription.close()
+            for handle in cutoff:
+                handle.cancel()
         return response
 
     def _resume_point(self, request: web.Request) -> int | None:
@@ -426,6 +437,14 @@ class InjectionRoutes:
 
     async def _close_streams(self, app: web.Application) -> None:
         self.event_log.close()
+
+
+def _drop_stalled(request: web.Request) -> None:
+    """Abort the connection of a reader cut off as slow that never read up to its gap."""
+    transport = request.transport
+    if transport is not None:
+        _log.info("dropping a stalled event stream reader (%s)", request.remote)
+        transport.abort()
 
 
 #: aiohttp-sse's own ping ends each comment with a blank line; ours (`_ping`) does not.

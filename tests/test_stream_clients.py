@@ -10,6 +10,7 @@ import contextlib
 import json
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -276,6 +277,43 @@ async def test_slow_client_is_bounded_and_cut_off_with_a_gap(
     assert slow.last_id == str(got[-1])
     assert watched.closed
     await wait_until(lambda: subscribers(node) == 0)
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_reader_is_dropped_and_frees_its_slot() -> None:
+    """A reader that never reads again cannot be told of its gap; stall_timeout after
+    its overflow the node drops it, so it does not hold one of the max_clients slots."""
+    with FakeNode(max_pending=50, max_clients=1, stall_timeout=0.2) as node:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", node.port))
+        _, writer = await asyncio.open_connection(sock=sock)
+        try:
+            writer.write(f"GET {EVENTS} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await wait_until(lambda: subscribers(node) == 1)
+
+            async def flood() -> None:
+                (stalled,) = node.event_log._subscriptions
+                node.injector.enable("p", parameters={"pad": "x" * 4000})
+                while stalled.overflow is None and node.event_log.last_seq < 100_000:
+                    for _ in range(10):  # well under max_pending: only a blocked writer overflows
+                        node.injector.inject("p", lambda: None)
+                    await asyncio.sleep(0)  # let the writer fill the socket and block
+
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(flood(), node._loop))
+            async with aiohttp.ClientSession() as http:
+                statuses = []
+                for _ in range(60):  # the slot frees stall_timeout (0.2 s) after the overflow
+                    async with http.get(node.url + EVENTS) as response:
+                        statuses.append(response.status)
+                    if statuses[-1] != 503:
+                        break
+                    await asyncio.sleep(0.05)
+                assert statuses[0] == 503 and statuses[-1] == 200, statuses
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 @pytest.mark.asyncio
