@@ -15,7 +15,7 @@ from .injector import (
     PointInfo,
 )
 from .node import FakeCluster, FakeNode
-from .plugin import (
+from .plugin import (  # noqa: F401 - the hooks and fixtures pytest finds on this module
     _injection_marker_setup,
     injection_api,
     injection_cluster,
@@ -59,16 +59,3 @@ __all__ = [
     "SyncInjectionApi",
     "injection_event_stream",
 ]
-
-# The plugin's hooks and fixtures, for pytest (not part of the Python API).
-_PLUGIN = (
-    _injection_marker_setup,
-    injection_api,
-    injection_cluster,
-    injection_event_stream_fixture,
-    injection_node,
-    pytest_addoption,
-    pytest_configure,
-    pytest_runtest_call,
-    pytest_runtest_teardown,
-)

@@ -13,7 +13,6 @@ independent reader side by side.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import Publisher
 from proxy import HOLD, Proxy
 from sse import RawStream
 from test_plugin import make_ini, make_tests, port_is_closed
@@ -41,40 +41,6 @@ from pytest_injection_events.node import KV_WRITE_DELAY, FakeCluster, FakeNode
 EVENTS = "/v2/error_injection/events"
 #: Filled by the tests, for docs/reliability.md.
 FIGURES: dict[str, Any] = {}
-
-
-class Publisher:
-    """Hits `p` on the node's own loop, `burst` at a time with a short pause between (so
-    the node's stream writers and the readers get the CPU), until stopped."""
-
-    def __init__(self, node: FakeNode, burst: int = 3, pause: float = 0.002) -> None:
-        self.node = node
-        self.burst = burst
-        self.pause = pause
-        self.stopping = False
-        self.done: concurrent.futures.Future[int] = concurrent.futures.Future()
-
-    def start(self) -> Publisher:
-        self.node.call(lambda: asyncio.ensure_future(self._run()))
-        return self
-
-    async def _run(self) -> None:
-        injector = self.node.injector
-        try:
-            injector.enable("p")
-            while not self.stopping:
-                for _ in range(self.burst):
-                    injector.inject("p", lambda: None)
-                await asyncio.sleep(self.pause)  # pacing, not synchronization
-            self.done.set_result(self.node.event_log.last_seq)
-        except BaseException as exc:
-            self.done.set_exception(exc)
-            raise
-
-    async def stop(self) -> int:
-        """Stop; the last seq the node published."""
-        self.node.call(lambda: setattr(self, "stopping", True))
-        return await asyncio.wrap_future(self.done)
 
 
 class ResumingReader:

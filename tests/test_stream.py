@@ -4,7 +4,6 @@ or hole (also while the node publishes), explicit gaps, heartbeats and node live
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import re
@@ -15,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from helpers import EVENT_KEYS as KEYS
-from helpers import GAP_KEYS
+from helpers import GAP_KEYS, Publisher
 from sse import Message, RawStream, open_stream
 
 from pytest_injection_events.node import FakeNode
@@ -272,42 +271,13 @@ async def test_last_seq_header_resumes_a_reader_that_saw_nothing(
         assert seqs(await stream.take(4)) == [4, 5, 6, 7]
 
 
-class Publisher:
-    """Hits `p` on the node's own loop in bursts until told to stop, like a busy workload.
-    It never awaits a client: only a short pause between bursts, so readers get CPU."""
-
-    def __init__(self, node: FakeNode, burst: int = 10) -> None:
-        self.node = node
-        self.burst = burst
-        self.stopping = False
-        self.done: concurrent.futures.Future[int] = concurrent.futures.Future()
-
-    def start(self) -> Publisher:
-        self.node.call(lambda: asyncio.ensure_future(self._run()))
-        return self
-
-    async def _run(self) -> None:
-        injector = self.node.injector
-        injector.enable("p")
-        while not self.stopping:
-            for _ in range(self.burst):
-                injector.inject("p", lambda: None)
-            await asyncio.sleep(0.001)
-        self.done.set_result(self.node.event_log.last_seq)
-
-    async def stop(self) -> int:
-        """Stop; the last seq published."""
-        self.node.call(lambda: setattr(self, "stopping", True))
-        return await asyncio.wrap_future(self.done)
-
-
 @pytest.mark.asyncio
 async def test_resume_while_publishing_loses_nothing(http: aiohttp.ClientSession) -> None:
     """Readers that disconnect and resume by Last-Event-ID (header or query) while the node
     keeps publishing get one unbroken run of seqs: the replay and the switch to live
     events leave no hole and repeat nothing."""
     with FakeNode(event_capacity=1_000_000) as node:
-        publisher = Publisher(node).start()
+        publisher = Publisher(node, burst=10, pause=0.001).start()
         received: list[int] = []
         replayed_something = 0
         try:
