@@ -289,9 +289,10 @@ def markdown(results: Results) -> str:
         "(an enabled hit 2.3 -> 1.6 us).",
         "- What is left between the stream and the floor is mostly the client's own work "
         "per event on cold caches after the idle: `json.loads` about 28 us, "
-        "`InjectionEvent.from_dict` 20 us, delivery to the wait 25 us, then three loop turns "
-        "through `wait_for(shield(...))`; a bare asyncio reader of the same stream returns "
-        "in 0.39 ms at p50.",
+        "`InjectionEvent.from_dict` 20 us, delivery to the wait 25 us, then the loop turn "
+        "that wakes the waiting task (three turns through `wait_for(shield(...))` before "
+        "2026-11-29, one since); a bare asyncio reader of the same stream returns in "
+        "0.39 ms at p50.",
         "",
         "Regenerate with `python benchmarks/run.py` (about two minutes on two cores; "
         "`--help` for the knobs).",
