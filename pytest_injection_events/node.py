@@ -41,7 +41,9 @@ from .injector import (
 from .server import (
     DEFAULT_PORT,
     BadRequest,
+    InjectionRoutes,
     InjectionServer,
+    check_bind_address,
     error_response,
     json_response,
     parse_bool,
@@ -313,8 +315,10 @@ class FakeNode:
             breakpoint_timeout=breakpoint_timeout,
         )
         self._server_options = dict(token=token, allow_remote=allow_remote, **route_options)
-        # Fail now, in the caller's thread, on a bad address rather than in the node's.
-        InjectionServer(self.injector, self.event_log, host=host, port=port, **self._server_options)
+        # Fail now, in the caller's thread, on a bad address or option rather than in the
+        # node's; the routes are cheap to make, unlike a whole throwaway server.
+        check_bind_address(host, allow_remote)
+        InjectionRoutes(self.injector, self.event_log, **route_options)
         self._log_file = os.fspath(log_file) if log_file is not None else None
         self._log_dir: str | None = None
         self.log_path: str | None = None
