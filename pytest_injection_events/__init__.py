@@ -6,6 +6,7 @@ from `plugin`, so either way of loading registers the same module once.
 """
 
 from .client import ApiError, InjectionApi, RemoteNode, SyncInjectionApi
+from .errors import InjectionEventsError, NotAnInjectionNode, UnsupportedWait
 from .events import EventLog, InjectionEvent
 from .injector import (
     BreakpointTimeout,
@@ -48,14 +49,17 @@ __all__ = [
     "InjectionApi",
     "InjectionEvent",
     "InjectionEventStream",
+    "InjectionEventsError",
     "InjectionHandler",
     "InjectionRoutes",
     "InjectionServer",
     "InjectionTimeout",
     "Injector",
+    "NotAnInjectionNode",
     "PointInfo",
     "RemoteNode",
     "StreamConnectError",
     "SyncInjectionApi",
+    "UnsupportedWait",
     "injection_event_stream",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .events import PHASES
 from .node import FakeCluster
-from .server import DEFAULT_PORT, TOKEN_ENV
+from .protocol import DEFAULT_PORT, TOKEN_ENV
 from .stream import format_event, injection_event_stream
 
 

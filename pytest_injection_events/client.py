@@ -11,37 +11,13 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
+from .errors import InjectionEventsError
+from .protocol import DEFAULT_PORT, PREFIX, auth_headers, base_url, node_id_of
+
 T = TypeVar("T")
-PREFIX = "/v2/error_injection"
-DEFAULT_PORT = 10000
 
 
-def base_url(target: str) -> str:
-    """`http://host:port` from a URL, `host:port` or a bare host (then port 10000)."""
-    given = target = target.strip()
-    if not target:
-        raise ValueError("empty node address")
-    if "://" not in target:
-        if target.count(":") > 1 and not target.startswith("["):
-            target = f"[{target}]"  # a bare IPv6 address, such as ::1
-        target = f"http://{target}"
-    parts = urlsplit(target)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not a node address: {given!r} (expected http://host:port or host)")
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ValueError(f"bad port in node address {given!r}") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port}"
-
-
-def node_id_of(url: str) -> str:
-    """A node's default id, host:port, from its base URL."""
-    return url.split("://", 1)[-1].rstrip("/")
-
-
-class ApiError(Exception):
+class ApiError(InjectionEventsError):
     """A request the node answered with an error status."""
 
     def __init__(self, method: str, url: str, status: int, message: str) -> None:
@@ -50,10 +26,6 @@ class ApiError(Exception):
         self.url = url
         self.status = status
         self.message = message
-
-
-def auth_headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class InjectionApi:

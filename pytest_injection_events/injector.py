@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .errors import InjectionEventsError
 from .events import DISABLE, ENABLE, ENTER, MESSAGE, RESUME, TIMEOUT
 
 LAMBDA = "lambda"
@@ -33,7 +34,7 @@ ErrorSpec = BaseException | type[BaseException] | Callable[[], BaseException] | 
 _logger = logging.getLogger("pytest_injection_events.injector")
 
 
-class InjectedError(Exception):
+class InjectedError(InjectionEventsError):
     """What an enabled `exception` point raises unless told otherwise."""
 
     def __init__(self, injection: str) -> None:
@@ -41,7 +42,7 @@ class InjectedError(Exception):
         self.injection = injection
 
 
-class BreakpointTimeout(TimeoutError):
+class BreakpointTimeout(InjectionEventsError, TimeoutError):
     """A parked point got no message in time."""
 
     def __init__(self, injection: str, timeout: float) -> None:

@@ -38,8 +38,8 @@ from .injector import (
     Injector,
     PointInfo,
 )
+from .protocol import DEFAULT_PORT, auth_headers, node_id, node_id_of, url_host
 from .server import (
-    DEFAULT_PORT,
     BadRequest,
     InjectionRoutes,
     InjectionServer,
@@ -104,7 +104,7 @@ class KeyValueWorkload:
         self.injector = injector
         self._node_id = node_id
         self._peers = peers
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = auth_headers(token)
         self.breakpoint_timeout = breakpoint_timeout
         self.store: dict[str, bytes] = {}
         self.requests: dict[str, str] = {}
@@ -258,9 +258,8 @@ def _check_port(port: int) -> None:
         raise ValueError(f"not a TCP port: {port} (0 picks a free one)")
 
 
-def peer_id(url: str) -> str:
-    """The node id a node at `url` has by default: host:port."""
-    return url.split("://", 1)[-1].rstrip("/")
+#: The node id a node at a URL has by default: host:port.
+peer_id = node_id_of
 
 
 class _ShardDefault(logging.Filter):
@@ -330,13 +329,11 @@ class FakeNode:
     @property
     def node_id(self) -> str:
         """host:port, an IPv6 host in brackets: the id peers know this node by (`peer_id`)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return self._given_node_id or f"{host}:{self.port}"
+        return self._given_node_id or node_id(self.host, self.port)
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     @property
     def running(self) -> bool:

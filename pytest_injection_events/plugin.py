@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from .client import InjectionApi, RemoteNode, base_url
+from .client import InjectionApi, RemoteNode
 from .events import ENTER
 from .node import FakeCluster, FakeNode
-from .server import TOKEN_ENV
+from .protocol import TOKEN_ENV, base_url
 from .stream import (
     EventsLost,
     InjectionEventStream,

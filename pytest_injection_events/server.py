@@ -23,9 +23,15 @@ from aiohttp_sse import EventSourceResponse
 
 from .events import DEFAULT_MAX_PENDING, PHASES, EventLog
 from .injector import Injector
+from .protocol import (
+    BOOT_HEADER,
+    DEFAULT_PORT,
+    LAST_SEQ_HEADER,
+    NODE_HEADER,
+    PREFIX,
+    url_host,
+)
 
-PREFIX = "/v2/error_injection"
-DEFAULT_PORT = 10000
 MAX_BODY = 1024 * 1024
 MAX_NAME = 1024
 #: The longest request line the HTTP layer takes (aiohttp's default is 8190 bytes). A
@@ -41,12 +47,6 @@ DEFAULT_BODY_TIMEOUT = 10.0
 #: that far this long after is dropped, so a stalled reader does not keep a client slot.
 DEFAULT_STALL_TIMEOUT = 5.0
 RETRY_MS = 1000
-#: Headers that tell a reader which life of which node it is talking to.
-BOOT_HEADER = "X-Injection-Boot"
-NODE_HEADER = "X-Injection-Node"
-#: The last seq when the stream began: a reader that got no event yet resumes after it.
-LAST_SEQ_HEADER = "X-Injection-Last-Seq"
-TOKEN_ENV = "INJECTION_EVENTS_TOKEN"
 #: A push of at most this many events is what a waiting test is blocked on: give it the
 #: CPU at once (see `_hand_over_cpu`). A bigger batch is a burst, where readers are busy.
 HAND_OVER_MAX_BATCH = 8
@@ -513,8 +513,7 @@ class InjectionServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     async def start(self) -> None:
         runner = web.AppRunner(

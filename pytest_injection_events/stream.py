@@ -23,13 +23,20 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from .client import PREFIX, InjectionApi, auth_headers, base_url, node_id_of
+from .client import InjectionApi
+from .errors import InjectionEventsError
 from .events import ENTER, GAP, GAP_DROPPED, GAP_SLOW_CLIENT, PHASES, InjectionEvent
+from .protocol import (
+    BOOT_HEADER,
+    LAST_SEQ_HEADER,
+    NODE_HEADER,
+    PREFIX,
+    auth_headers,
+    base_url,
+    node_id_of,
+)
 
 T = TypeVar("T")
-BOOT_HEADER = "X-Injection-Boot"
-NODE_HEADER = "X-Injection-Node"
-LAST_SEQ_HEADER = "X-Injection-Last-Seq"
 #: Reconnect at once, then back off to this many seconds between attempts.
 RECONNECT_DELAYS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 #: We ask for a heartbeat this often, and take a stream silent for READ_TIMEOUT as dead
@@ -44,7 +51,7 @@ event_logger = logging.getLogger("pytest_injection_events.events")
 _log = logging.getLogger("pytest_injection_events.client")
 
 
-class InjectionTimeout(TimeoutError):
+class InjectionTimeout(InjectionEventsError, TimeoutError):
     """No matching event in time; the message says what, where, what did arrive and hints."""
 
     def __init__(self, message: str, *, injection: str, timeout: float) -> None:
@@ -53,7 +60,7 @@ class InjectionTimeout(TimeoutError):
         self.timeout = timeout
 
 
-class EventsLost(Exception):
+class EventsLost(InjectionEventsError):
     """Events that a wait may have needed were dropped by the node (a `gap`)."""
 
     def __init__(self, gap: InjectionEvent, waiting_for: str) -> None:
@@ -69,7 +76,7 @@ class EventsLost(Exception):
         self.gap = gap
 
 
-class StreamConnectError(ConnectionError):
+class StreamConnectError(InjectionEventsError, ConnectionError):
     """The stream could not be opened on a node (unreachable, refused, bad token, ...)."""
 
 
