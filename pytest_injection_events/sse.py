@@ -1,0 +1,86 @@
+"""A pure `text/event-stream` decoder: text in, messages out; no I/O, testable on strings.
+
+Follows the WHATWG rules (the model is httpx-sse's `_decoders.py`): lines end in
+CRLF, LF or CR; a blank line dispatches; `data:` lines join with LF; one space
+after the colon is dropped; `id` with a NUL is ignored; `retry` takes digits
+only; a line starting with `:` is a comment. It works a chunk at a time, and a
+chunk of many whole events costs one split, not a Python step per line.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SSEMessage:
+    """One dispatched event. `id` is this block's own `id:` field, None without one
+    (the decoder's `last_event_id` keeps the standard's running value)."""
+
+    data: str
+    id: str | None = None
+    event: str = "message"
+
+
+class SSEDecoder:
+    """Feed it the body as it arrives (`feed` takes bytes or str); it returns what is whole.
+
+    `last_event_id` follows the standard: it keeps its value across events that
+    carry no `id:`, so it is what a reader resumes from. `retry` is the last
+    reconnection time the server asked for, in ms; `comments` counts `:` lines
+    (heartbeats), so a reader can tell a live, quiet stream from a dead one.
+    """
+
+    def __init__(self) -> None:
+        self.last_event_id: str | None = None
+        self.retry: int | None = None
+        self.comments = 0
+        self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        self._pending = ""  # text after the last blank line
+        self._held_cr = False  # a chunk ended in CR: its LF may start the next one
+
+    def feed(self, chunk: bytes | str) -> list[SSEMessage]:
+        text = self._decode(chunk) if isinstance(chunk, bytes) else chunk
+        if self._held_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF split across two chunks
+        self._held_cr = text.endswith("\r")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        blocks = (self._pending + text).split("\n\n")
+        self._pending = blocks.pop()
+        messages: list[SSEMessage] = []
+        for block in blocks:
+            message = self._block(block)
+            if message is not None:
+                messages.append(message)
+        return messages
+
+    def _block(self, block: str) -> SSEMessage | None:
+        data: list[str] | None = None
+        event_id: str | None = None
+        event = "message"
+        for line in block.split("\n"):
+            field, colon, value = line.partition(":")
+            if not field:
+                if colon:
+                    self.comments += 1
+                continue  # a comment, or a blank line left by three line ends in a row
+            if value.startswith(" "):
+                value = value[1:]
+            if field == "data":
+                if data is None:
+                    data = [value]
+                else:
+                    data.append(value)
+            elif field == "id":
+                if "\0" not in value:
+                    event_id = self.last_event_id = value
+            elif field == "event":
+                event = value or "message"
+            elif field == "retry":
+                if value.isdigit():
+                    self.retry = int(value)
+        if data is None:
+            return None
+        return SSEMessage("\n".join(data), event_id, event)
