@@ -92,7 +92,7 @@ class InjectionLogFile:
                 yield index, line
 
     def _line(self, event: InjectionEvent) -> str | None:
-        if self._node is not None and event.node != self.stream._node_key(self._node):
+        if self._node is not None and event.node != self.stream.node_id(self._node):
             return None
         return log_line(event)
 

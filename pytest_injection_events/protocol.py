@@ -35,6 +35,10 @@ def node_id(host: str, port: int) -> str:
     return f"{url_host(host)}:{port}"
 
 
+#: A host name, an IPv4 address, or an IPv6 address (urlsplit removed its brackets).
+_HOST = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9._-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.%A-Za-z]*)$")
+
+
 def base_url(target: str) -> str:
     """`http://host:port` from a URL, `host:port` or a bare host (then port 10000)."""
     given = target = target.strip()
@@ -51,7 +55,23 @@ def base_url(target: str) -> str:
         port = parts.port or DEFAULT_PORT
     except ValueError:
         raise ValueError(f"bad port in node address {given!r}") from None
+    if not _HOST.match(parts.hostname) or parts.path not in ("", "/"):
+        raise ValueError(f"not a node address: {given!r} (expected http://host:port or host)")
     return f"{parts.scheme}://{url_host(parts.hostname)}:{port}"
+
+
+def target_url(target: object) -> str:
+    """The base URL of a node given as a URL, a host, or an object with a `url` or an
+    `ip_addr` attribute (ScyllaDB's `ServerInfo`: REST on port 10000); `url` wins."""
+    if isinstance(target, str):
+        return base_url(target)
+    for attribute in ("url", "ip_addr"):
+        value = getattr(target, attribute, None)
+        if value is not None:
+            return base_url(str(value))
+    raise TypeError(
+        f"not a node: {target!r} (expected a URL, a host, or an object with `url` or `ip_addr`)"
+    )
 
 
 def node_id_of(url: str) -> str:

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,6 +25,7 @@ from pytest_injection_events import (
     InjectionEventStream,
     InjectionTimeout,
     StreamConnectError,
+    UnsupportedWait,
     injection_event_stream,
 )
 from pytest_injection_events.node import FakeCluster, FakeNode
@@ -241,16 +241,15 @@ async def test_node_filter_with_a_custom_node_id() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_node_filter_the_stream_does_not_read_is_refused_at_once(
-    node: FakeNode,
-) -> None:
-    """Such a wait could only time out, after the whole timeout: say so at once."""
+async def test_a_wait_naming_an_unreachable_node_fails_at_once(node: FakeNode) -> None:
+    """node= attaches a node the stream does not follow yet: one that cannot be reached is
+    a connect error now, not a timeout after the whole wait."""
     async with injection_event_stream(node.url) as stream:
-        with pytest.raises(ValueError) as caught:
+        with pytest.raises(StreamConnectError, match="cannot open the event stream of"):
             await stream.wait_for_injection("p", node="127.0.0.1:1", timeout=30)
-    assert str(caught.value) == (
-        f"node '127.0.0.1:1' is not one this stream reads; it reads {node.node_id} ({node.url})"
-    )
+        with pytest.raises(ValueError, match="names no node this stream follows"):
+            await stream.wait_for_injection("p", node="not an address", timeout=30)
+        assert stream.urls == [node.url]
 
 
 @pytest.mark.asyncio
@@ -522,27 +521,22 @@ async def test_no_event_stream_falls_back_to_polling_enters(
         counts["x"] = 3
         assert (await stream.wait_for_injection("x", count=2, timeout=5)).enter_count == 3
         for phase in ("resume", "timeout", "message"):
-            with pytest.raises(ValueError, match="can only wait for phase 'enter'"):
+            with pytest.raises(UnsupportedWait, match=f"^phase '{phase}' cannot be seen on"):
                 await stream.wait_for_injection("x", phase=phase, timeout=1)
-        with pytest.raises(ValueError, match=f"^{url} has no event stream; polling /enters"):
+        with pytest.raises(UnsupportedWait, match="a shard filter needs events that carry"):
             await stream.wait_for_injection("x", shard=0, timeout=1)
         with pytest.raises(InjectionTimeout) as caught:
             await stream.wait_for_injection("x", timeout=0.05)
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        (
-            "WARNING",
-            f"node {url} has no event stream (404 on /v2/error_injection/events); falling "
-            "back to polling /enters, which only sees phase 'enter'",
-        )
-    ]
+    assert caplog.records == []  # ScyllaDB's nodes all poll: no warning for each
     assert str(caught.value).splitlines()[0] == (
         f"timed out after 0.05s waiting for injection 'x' (phase 'enter') on {url}"
     )
     host = url.removeprefix("http://")
     assert str(caught.value).splitlines()[1:] == [
-        "  'x' enter arrived 2 time(s): 2 were consumed by other waits",
-        "  events that did arrive: x enter x2",
-        f"  last: x enter on {host}; x enter on {host}",  # polled: no seq, no shard
+        "  'x' enter arrived 3 time(s): 3 were consumed by other waits",
+        "  events that did arrive: x enter x3",
+        f"  last: seq 1 x enter on {host}; seq 2 x enter on {host}; seq 3 x enter on {host}",
+        f"  {host} is read through /enters polling",
         f"  enabled on {host}: x",  # though the node has no /points
     ]
 
@@ -756,47 +750,6 @@ async def test_async_for_ends_when_the_stream_closes(node: FakeNode) -> None:
     assert [(e.injection, e.phase) for e in got] == [("p", "enable")]
 
 
-class _Chunks:
-    """A response body that hands `reader` these chunks, one per read. Before each
-    read but the first it checks that a drop there would lose nothing: a resume
-    starts after `last_id`, so every event up to it must already be delivered."""
-
-    def __init__(self, reader: Any, chunks: list[bytes]) -> None:
-        self.reader = reader
-        self.chunks = chunks
-        self.reads = 0
-
-    async def readany(self) -> bytes:
-        if self.reads:
-            last_id = self.reader.last_id
-            delivered = [e.seq for e in self.reader.stream.events]
-            assert last_id is None or int(last_id) in delivered, (last_id, delivered)
-        self.reads += 1
-        return self.chunks.pop(0) if self.chunks else b""
-
-
-@pytest.mark.asyncio
-async def test_crlf_split_across_reads_is_one_line_end() -> None:
-    """SSE allows CRLF; a read boundary between CR and LF must not make a blank line,
-    which would dispatch an `id:` before its `data:` (a drop right there would skip
-    that event on resume) or split a multi-line `data:` into two broken events."""
-    from pytest_injection_events.stream import _NodeReader
-
-    def frame(seq: int) -> str:
-        data = InjectionEvent("p", "lambda", "enter", 0, "n", seq, 1.0, seq).to_dict()
-        head, tail = json.dumps(data).split(", ", 1)  # two data lines, split between tokens
-        return f"id: {seq}\r\ndata: {head},\r\ndata: {tail}\r\n\r\n"
-
-    wire = (frame(1) + ": heartbeat\r\n\r\n" + frame(2)).encode()
-    for cut in range(1, len(wire) - 1):  # every place for a one-byte middle read
-        stream = injection_event_stream("127.0.0.1:1")
-        reader = _NodeReader(stream, stream.urls[0])
-        body = _Chunks(reader, [wire[:cut], wire[cut : cut + 1], wire[cut + 1 :]])
-        await reader._read(type("Response", (), {"content": body})())  # type: ignore[arg-type]
-        assert [(e.seq, e.enter_count) for e in stream.events] == [(1, 1), (2, 2)], cut
-        assert reader.last_id == "2"
-
-
 @pytest.mark.asyncio
 async def test_an_event_arriving_as_its_wait_is_cancelled_goes_to_the_next_wait(
     node: FakeNode,
@@ -808,11 +761,11 @@ async def test_an_event_arriving_as_its_wait_is_cancelled_goes_to_the_next_wait(
         await stream.wait_for_injection("p", phase="enable", timeout=5)
         waiter = asyncio.create_task(stream.wait_for_injection("p", timeout=5))
         await asyncio.sleep(0)  # let it register
-        (reader,) = stream._readers
+        (source,) = stream._sources.values()
         waiter.cancel()
-        stream._deliver(  # what the reader does when a hit arrives, in the same loop turn
+        source.deliver(  # what the source does when a hit arrives, in the same loop turn
             InjectionEvent.from_dict(
-                {"injection": "p", "phase": "enter", "seq": 99, "node": reader.node_id}
+                {"injection": "p", "phase": "enter", "seq": 99, "node": source.node_id}
             )
         )
         with pytest.raises(asyncio.CancelledError):

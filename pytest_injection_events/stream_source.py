@@ -1,0 +1,227 @@
+"""A node's events from its SSE stream (`/events`): push, every phase, replay on resume.
+
+A dropped connection is resumed with Last-Event-ID and the node's boot id, so
+nothing is lost; a restart (a new boot id) is a new life read from its first
+event. See docs/design.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import aiohttp
+
+from .errors import StreamConnectError
+from .events import GAP, GAP_SLOW_CLIENT, InjectionEvent
+from .protocol import BOOT_HEADER, EVENTS_PATH, LAST_SEQ_HEADER, NODE_HEADER, auth_headers
+from .source import NodeSource, StreamHost
+from .sse import SSEDecoder
+
+#: Reconnect at once, then back off to this many seconds between attempts.
+RECONNECT_DELAYS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+#: We ask for a heartbeat this often, and take a stream silent for the read timeout
+#: as dead (a vanished host never closes the connection).
+HEARTBEAT = 5.0
+#: An injection filter no event matches: a request that only reads the stream's headers.
+_PROBE = "pytest-injection-events.position"
+
+_log = logging.getLogger("pytest_injection_events.client")
+
+
+class NoStream(Exception):
+    """The node has no event stream (404, or not `text/event-stream`)."""
+
+
+class StreamSource(NodeSource):
+    kind = "event stream"
+
+    def __init__(self, host: StreamHost, url: str, node_id: str) -> None:
+        super().__init__(host, url, node_id)
+        self.boot: str | None = None
+        self.last_id: str | None = None
+        self._history_until = 0  # seqs up to this were replayed from before the attach
+        self._held_gap: InjectionEvent | None = None
+        #: Every phase: `phase=all`; a node from before it existed sends them all unasked.
+        self._all_phases = [("phase", "all")]
+        self._response: aiohttp.ClientResponse | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, history: bool) -> None:
+        """Connect once; raise NoStream or StreamConnectError if the node cannot stream."""
+        if history:
+            self.last_id = "0"  # all it kept; what is older than the stream is dropped
+        self._response = await self._connect(history)
+        self._task = asyncio.create_task(self._run(), name=f"injection-events {self.url}")
+
+    def _params(self, *, probe: bool = False) -> list[tuple[str, str]]:
+        host = self.host
+        if probe:
+            return [("injection", _PROBE)]
+        params = [("injection", name) for name in host.injections]
+        params += [("phase", p) for p in host.phases] or self._all_phases
+        params.append(("heartbeat", f"{min(HEARTBEAT, host.read_timeout / 4):g}"))
+        return params
+
+    async def _get(
+        self, params: list[tuple[str, str]], headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        host = self.host
+        headers = {"Accept": "text/event-stream", **auth_headers(host.token), **headers}
+        try:
+            # Bounded up to the headers: a stopped or wedged node accepts and never answers.
+            response = await asyncio.wait_for(
+                host.session.get(
+                    self.url + EVENTS_PATH,
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=host.connect_timeout, sock_read=host.read_timeout
+                    ),
+                ),
+                host.connect_timeout,
+            )
+        except asyncio.TimeoutError as exc:
+            raise StreamConnectError(
+                f"cannot open the event stream of {self.url}: no answer within "
+                f"{host.connect_timeout:g}s"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StreamConnectError(f"cannot open the event stream of {self.url}: {exc}") from exc
+        if response.status == 200 and response.content_type == "text/event-stream":
+            return response
+        body = await response.text(errors="replace")
+        response.release()
+        if response.status == 404 or response.status == 200:
+            raise NoStream()
+        if response.status == 400 and ("phase", "all") in params and "'all'" in body:
+            self._all_phases = []
+            return await self._get([p for p in params if p != ("phase", "all")], headers)
+        try:
+            reason = json.loads(body)["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = body[:300] or response.reason
+        raise StreamConnectError(
+            f"cannot open the event stream of {self.url}: {response.status} {reason}"
+        )
+
+    async def _connect(self, history: bool = False) -> aiohttp.ClientResponse:
+        headers: dict[str, str] = {}
+        params = self._params()
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = self.last_id
+            if self.boot is not None:
+                params.append(("boot", self.boot))
+        response = await self._get(params, headers)
+        self.node_id = response.headers.get(NODE_HEADER) or self.node_id
+        last_seq = response.headers.get(LAST_SEQ_HEADER)
+        boot = response.headers.get(BOOT_HEADER)
+        if history:
+            self._history_until = int(last_seq) if last_seq and last_seq.isdigit() else 0
+        if self.last_id is None:
+            # Resume after what the node had when we subscribed, even if no event came yet.
+            self.last_id = last_seq
+        if self.boot is not None and boot is not None and boot != self.boot:
+            # The node replays its new life from the start (we sent the old boot): our
+            # cursor in this life is 0 until its events arrive, whatever cuts come first.
+            self.life += 1
+            self.last_id = "0"
+            self.seq = 0
+            self._history_until = 0
+            self.host.restarted(self.node_id, f"new boot {boot}")
+        self.boot = boot
+        self.down_since = None
+        return response
+
+    async def position(self) -> tuple[int, int]:
+        """The node's last seq now, read from the headers of a stream that asks for nothing."""
+        try:
+            response = await self._get(self._params(probe=True), {})
+        except (StreamConnectError, NoStream):
+            return self.life, self.seq
+        last_seq = response.headers.get(LAST_SEQ_HEADER, "")
+        boot = response.headers.get(BOOT_HEADER)
+        response.release()
+        if not last_seq.isdigit():
+            return self.life, self.seq
+        # A boot we have not read yet is the next life: our reader meets it on reconnect.
+        life = self.life if boot in (None, self.boot) else self.life + 1
+        return life, int(last_seq)
+
+    async def _run(self) -> None:
+        while True:
+            assert self._response is not None
+            try:
+                await self._read(self._response)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                _log.debug("stream of %s dropped: %r", self.url, exc)
+            finally:
+                self._response.release()
+                self._response = None
+            self._response = await self._reconnect()
+
+    async def _reconnect(self) -> aiohttp.ClientResponse:
+        self.down_since = self.down_since or time.time()
+        attempt = 0
+        while True:
+            await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+            attempt += 1
+            try:
+                response = await self._connect()
+            except (StreamConnectError, NoStream) as exc:
+                if attempt == 3:
+                    _log.warning("event stream of %s lost; still reconnecting: %s", self.url, exc)
+                continue
+            self.reconnects += 1
+            _log.info("event stream of %s resumed after seq %s", self.url, self.last_id)
+            return response
+
+    async def _read(self, response: aiohttp.ClientResponse) -> None:
+        decoder = SSEDecoder()
+        content = response.content
+        while chunk := await content.readany():
+            for message in decoder.feed(chunk):
+                if message.id is not None:
+                    self.last_id = message.id
+                self._dispatch(message.data)
+
+    def _dispatch(self, data: str) -> None:
+        try:
+            event = InjectionEvent.from_dict(json.loads(data), node=self.node_id)
+        except ValueError as exc:
+            _log.warning("ignoring a malformed event from %s: %s", self.url, exc)
+            return
+        if event.phase == GAP:
+            if event.reason == GAP_SLOW_CLIENT:
+                _log.warning(
+                    "the node %s cut this stream off as too slow at seq %s; resuming",
+                    self.url,
+                    event.missed_from,
+                )
+            elif self._history_until:
+                self._held_gap = event  # lost before the stream opened, or after? see below
+            else:
+                self.deliver(event)
+            return
+        if event.seq is not None and event.seq <= self._history_until:
+            if event.timestamp < self.host.opened_at:
+                self._held_gap = None  # what the node dropped was older still
+                self.seq = event.seq
+                return
+        if self._held_gap is not None:
+            gap, self._held_gap = self._held_gap, None
+            self.deliver(gap)
+        if event.seq is not None:
+            self.seq = event.seq
+        self.deliver(event)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._response is not None:
+            self._response.release()
+            self._response = None
