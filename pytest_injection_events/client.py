@@ -12,7 +12,7 @@ import aiohttp
 from yarl import URL
 
 from .errors import InjectionEventsError
-from .protocol import DEFAULT_PORT, PREFIX, auth_headers, base_url, node_id_of
+from .protocol import DEFAULT_PORT, PREFIX, auth_headers, base_url, node_id_of, target_url
 
 T = TypeVar("T")
 
@@ -38,13 +38,13 @@ class InjectionApi:
 
     def __init__(
         self,
-        target: str,
+        target: Any,
         token: str | None = None,
         *,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.url = base_url(target)
+        self.url = target_url(target)
         self.token = token
         self._session = session
         self._owns_session = False

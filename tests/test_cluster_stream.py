@@ -1,0 +1,372 @@
+"""A stream that follows a cluster the way ScyllaDB's cluster tests drive one: servers
+added, restarted and stopped in the test body, waits naming the server, marks, and
+the three sources a node can offer (its event stream, its log, `/enters` polling).
+
+Every scenario runs on each source: `stream` servers serve `/events`; `log` and
+`poll` servers are ScyllaDB-like (`events=False`), read through their log file or
+by polling. Servers log the framework's DEBUG lines, so a sleep point's hit is a
+`Triggering sleep injection` line for the log source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from manager import Manager, ServerInfo
+from proxy import REFUSE, Proxy
+
+from pytest_injection_events import (
+    InjectionApi,
+    InjectionEventStream,
+    InjectionTimeout,
+    NotAnInjectionNode,
+    UnsupportedWait,
+    injection_event_stream,
+)
+
+SOURCES = ["stream", "log", "poll"]
+POINT = "kv_write_delay"  # a sleep point on every write: enabled with ms=0, it only counts
+BREAKPOINT = "kv_write_before_apply"
+
+
+@pytest_asyncio.fixture
+async def manager() -> AsyncIterator[Manager]:
+    async with Manager(log_level="debug") as manager:
+        yield manager
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def servers_add(
+    manager: Manager, stream: InjectionEventStream, source: str, n: int
+) -> list[ServerInfo]:
+    """Add servers of one kind and attach them as a test of that kind would."""
+    servers = await manager.servers_add(n, events=source == "stream")
+    for server in servers:
+        await attach(manager, stream, source, server)
+    return servers
+
+
+async def attach(
+    manager: Manager, stream: InjectionEventStream, source: str, server: ServerInfo
+) -> None:
+    log = await manager.server_open_log(server.server_id) if source == "log" else None
+    node = await stream.add_node(server, log=log)
+    expected = {
+        "stream": "event stream",
+        "log": f"log {log and log.file}",
+        "poll": "/enters polling",
+    }
+    assert node.source == expected[source]
+
+
+async def write(http: aiohttp.ClientSession, server: ServerInfo, key: str = "k") -> None:
+    async with http.put(f"{server.url}/kv/{key}", data=b"v", params={"replicate": "false"}) as r:
+        assert r.status == 200, await r.text()
+
+
+async def enable(server: ServerInfo, name: str = POINT, one_shot: bool = False) -> None:
+    parameters = {"ms": 0} if name == POINT else None
+    await InjectionApi(server).enable_injection(name, one_shot=one_shot, parameters=parameters)
+
+
+# -- each wait returns its node's hit ---------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("source", SOURCES)
+async def test_servers_added_in_the_body_and_waits_that_name_them(
+    source: str, manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    async with injection_event_stream() as stream:
+        assert stream.nodes == []
+        servers = await servers_add(manager, stream, source, 3)
+        for server in servers:
+            await enable(server)
+        await write(http, servers[2])
+        await write(http, servers[0])
+        third = await stream.wait_for_injection(POINT, node=servers[2], timeout=10)
+        first = await stream.wait_for_injection(POINT, node=servers[0], timeout=10)
+        with pytest.raises(InjectionTimeout) as caught:
+            await stream.wait_for_injection(POINT, node=servers[1], timeout=0.2)
+    assert third.node == stream.node_id(servers[2]) != first.node == stream.node_id(servers[0])
+    assert (third.injection, third.phase) == (POINT, "enter")
+    assert f"on {stream.node_id(servers[1])}" in str(caught.value).splitlines()[0]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("source", SOURCES)
+async def test_a_breakpoint_parks_and_the_wait_sees_it_on_its_node(
+    source: str, manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    async with injection_event_stream() as stream:
+        servers = await servers_add(manager, stream, source, 2)
+        target = servers[1]
+        await enable(target, BREAKPOINT, one_shot=True)
+        writing = asyncio.create_task(write(http, target))
+        event = await stream.wait_for_injection(BREAKPOINT, node=target, timeout=10)
+        assert not writing.done()  # parked right now
+        await InjectionApi(target).message_injection(BREAKPOINT)
+        await writing
+        if source != "poll":  # polling sees `enter` only
+            resumed = await stream.wait_for_injection(
+                BREAKPOINT, phase="resume", node=target, timeout=10
+            )
+            assert resumed.node == event.node
+    assert event.node == stream.node_id(target)
+
+
+# -- marks: what came before never satisfies a wait ---------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("source", SOURCES)
+async def test_hits_before_a_mark_never_satisfy_a_wait_after_it(
+    source: str, manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    async with injection_event_stream() as stream:
+        first, second = await servers_add(manager, stream, source, 2)
+        for server in (first, second):
+            await enable(server)
+        await write(http, first)
+        await write(http, first)
+        await write(http, second)
+        await stream.wait_for_injection(POINT, node=first, count=2, consume=False, timeout=10)
+        mark = await stream.mark(first)
+        with pytest.raises(InjectionTimeout):
+            await stream.wait_for_injection(POINT, after=mark, timeout=0.2)
+        await write(http, second)  # after the mark, but on another node
+        with pytest.raises(InjectionTimeout):
+            await stream.wait_for_injection(POINT, node=first, after=mark, timeout=0.2)
+        await write(http, first)
+        after = await stream.wait_for_injection(POINT, after=mark, timeout=10)
+        # What came before the mark was neither returned nor consumed.
+        before = await stream.wait_for_injection(POINT, node=first, count=2, timeout=10)
+    assert after.node == before.node == stream.node_id(first)
+    assert after.seq > mark.seq >= before.seq
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("source", SOURCES)
+async def test_a_mark_taken_in_sync_code(
+    source: str, manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    (server,) = await manager.servers_add(1, events=source == "stream")
+    log = await manager.server_open_log(server.server_id) if source == "log" else None
+    await enable(server)
+    await write(http, server)
+    with InjectionEventStream() as stream:
+        await asyncio.to_thread(stream.add_node_sync, server, log=log)
+        mark = await asyncio.to_thread(stream.mark_sync, server)
+        await write(http, server)
+        event = await asyncio.to_thread(
+            stream.wait_for_injection_sync, POINT, node=server, after=mark, timeout=10
+        )
+    assert event.seq is not None and event.seq > mark.seq
+
+
+# -- attached late ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("source", ["stream", "log"])
+async def test_a_node_attached_late_shows_what_it_did_since_the_stream_opened(
+    source: str, manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    (early,) = await manager.servers_add(1, events=source == "stream")
+    await enable(early)
+    await write(http, early)  # before the stream opened: never seen
+    async with injection_event_stream() as stream:
+        await stream_opened_a_millisecond_ago(stream)
+        await write(http, early)
+        (late,) = await manager.servers_add(1, events=source == "stream")
+        await enable(late)
+        await write(http, late)
+        # Attached only now, by the waits (stream) or with their logs (log).
+        if source == "log":
+            for server in (early, late):
+                await attach(manager, stream, source, server)
+        got_late = await stream.wait_for_injection(POINT, node=late, timeout=10)
+        got_early = await stream.wait_for_injection(POINT, node=early, timeout=10)
+        with pytest.raises(InjectionTimeout):
+            await stream.wait_for_injection(POINT, node=early, timeout=0.2)
+    assert got_late.node == stream.node_id(late) and got_early.node == stream.node_id(early)
+    assert got_early.timestamp >= stream.opened_at - 0.001
+
+
+async def stream_opened_a_millisecond_ago(stream: InjectionEventStream) -> None:
+    """A log line has milliseconds: let the clock leave the stream's opening millisecond,
+    so that what the test does next is stamped after it (a millisecond at most)."""
+    next_millisecond = (int(stream.opened_at * 1000) + 1) / 1000
+    await asyncio.sleep(max(0.0, next_millisecond - time.time()))
+
+
+@pytest.mark.asyncio
+async def test_polling_counts_from_the_attach_and_says_so(
+    manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    (server,) = await manager.servers_add(1, events=False)
+    await enable(server)
+    await write(http, server)
+    async with injection_event_stream() as stream:
+        await write(http, server)  # before the attach: polling has no history
+        with pytest.raises(InjectionTimeout) as caught:
+            await stream.wait_for_injection(POINT, node=server, timeout=0.2)
+        await write(http, server)
+        event = await stream.wait_for_injection(POINT, node=server, timeout=10)
+    assert "is read through /enters polling" in str(caught.value)
+    assert event.enter_count == 3
+
+
+# -- restarts ---------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("source", SOURCES)
+async def test_a_wait_spanning_a_restart_sees_both_lives(
+    source: str, manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    async with injection_event_stream() as stream:
+        (server,) = await servers_add(manager, stream, source, 1)
+        await enable(server)
+        waiting = asyncio.create_task(
+            stream.wait_for_injection(POINT, node=server, count=2, timeout=20)
+        )
+        await write(http, server)
+        await manager.server_restart(server.server_id)
+        await enable(server)  # a restarted server has nothing enabled
+        await write(http, server)
+        last = await waiting
+        assert last.node == stream.node_id(server)
+        if source == "stream":
+            assert [node for node, _ in stream.restarts] == [stream.node_id(server)]
+
+
+@pytest.mark.asyncio
+async def test_a_restart_then_a_cut_loses_nothing_on_the_event_stream(
+    manager: Manager, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new life's events made while the link is down are replayed from its start,
+    not from the old life's last id (which would skip them, with no gap)."""
+    (server,) = await manager.servers_add(1)
+    restarted = asyncio.Event()
+
+    class Restarts(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "restarted" in record.getMessage():
+                restarted.set()
+
+    handler = Restarts()
+    logging.getLogger("pytest_injection_events.client").addHandler(handler)
+    try:
+        async with Proxy(server.url) as proxy, injection_event_stream(proxy.url) as stream:
+            await enable(server)
+            for _ in range(4):
+                await write(http, server)
+            await stream.wait_for_injection(POINT, count=4, timeout=10)
+            await manager.server_restart(server.server_id)
+            await restarted.wait()  # the reader is on the new life, and got none of its events
+            proxy.down(REFUSE)
+            proxy.cut()
+            await enable(server)
+            for _ in range(2):
+                await write(http, server)
+            proxy.up()
+            await stream.wait_for_injection(POINT, count=2, timeout=10)
+    finally:
+        logging.getLogger("pytest_injection_events.client").removeHandler(handler)
+    new_life = stream.events[5:]
+    assert [(e.phase, e.seq) for e in new_life] == [("enable", 1), ("enter", 2), ("enter", 3)]
+    assert stream.gaps == []
+
+
+@pytest.mark.asyncio
+async def test_a_log_truncated_is_a_new_life_read_from_its_start(
+    manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    async with injection_event_stream() as stream:
+        (server,) = await servers_add(manager, stream, "log", 1)
+        log = await manager.server_open_log(server.server_id)
+        await enable(server)
+        await write(http, server)
+        await stream.wait_for_injection(POINT, node=server, timeout=10)
+        os.truncate(log.file, 0)  # as `copytruncate` log rotation does
+        await write(http, server)
+        await write(http, server)
+        last = await stream.wait_for_injection(POINT, node=server, count=2, timeout=10)
+    assert last.seq == 2  # numbered again from the new file's start
+    assert [node for node, _ in stream.restarts] == [stream.node_id(server)]
+
+
+# -- what cannot work is said at once ----------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_phase_the_source_cannot_give_is_refused_at_once(manager: Manager) -> None:
+    async with injection_event_stream() as stream:
+        polled, logged = await manager.servers_add(2, events=False)
+        await attach(manager, stream, "poll", polled)
+        await attach(manager, stream, "log", logged)
+        with pytest.raises(
+            UnsupportedWait, match=r"add_node\(node, log=\.\.\.\) or use"
+        ):
+            await stream.wait_for_injection(BREAKPOINT, phase="resume", node=polled, timeout=30)
+        with pytest.raises(UnsupportedWait, match=r"'timeout' cannot be seen on .* use a node"):
+            await stream.wait_for_injection(BREAKPOINT, phase="timeout", node=logged, timeout=30)
+        with pytest.raises(ValueError):  # UnsupportedWait is a ValueError
+            await stream.wait_for_injection(POINT, shard=0, node=polled, timeout=30)
+
+
+@pytest.mark.asyncio
+async def test_a_target_that_is_not_an_injection_node_is_refused_at_attach() -> None:
+    app = web.Application()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with injection_event_stream() as stream:
+            with pytest.raises(NotAnInjectionNode, match="is not an injection node"):
+                await stream.add_node(url)
+            with pytest.raises(ConnectionError):  # and a ConnectionError
+                await stream.wait_for_injection(POINT, node=url, timeout=30)
+            assert stream.nodes == []
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_a_wait_on_an_empty_stream_says_what_to_do() -> None:
+    async with injection_event_stream() as stream:
+        with pytest.raises(ValueError, match="follows no node: name one with node="):
+            await stream.wait_for_injection(POINT, timeout=30)
+
+
+@pytest.mark.asyncio
+async def test_nodes_removed_and_a_log_added_later(
+    manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    async with injection_event_stream() as stream:
+        (server,) = await manager.servers_add(1, events=False)
+        await stream.add_node(server)  # polled, then its log is given: read the log instead
+        await attach(manager, stream, "log", server)
+        assert [n.source for n in stream.nodes] == [
+            f"log {manager.node(server.server_id).log_path}"
+        ]
+        await stream.remove_node(server)
+        assert stream.nodes == []
+        with pytest.raises(ValueError, match="is not a node this stream follows"):
+            await stream.remove_node(server)
