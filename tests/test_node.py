@@ -31,6 +31,7 @@ SPEC_POINTS = {
     "kv_write_before_apply": "wait_for_message",
     "kv_write_error": "exception",
     "kv_write_delay": "sleep",
+    "kv_write_key_pause": "handler",
     "replication_before_send": "wait_for_message",
     "replication_drop": "lambda",
     "coordinator_pause_before_processing_backlog": "wait_for_message",
