@@ -581,11 +581,11 @@ class FakeCluster:
     def __init__(
         self, n: int = 3, shards: int = 1, *, host: str = "127.0.0.1", **node_options: Any
     ):
-        if n < 1:
-            raise ValueError(f"a cluster needs at least one node, got n={n}")
+        if n < 0:
+            raise ValueError(f"a cluster cannot have a negative number of nodes, got n={n}")
         self._defaults: dict[str, Any] = dict(host=host, shards=shards, **node_options)
         self.nodes = [FakeNode(**self._defaults) for _ in range(n)]
-        self._started = False
+        self._removed: list[FakeNode] = []  # stopped, their logs kept until close()
 
     @property
     def urls(self) -> list[str]:
@@ -599,19 +599,18 @@ class FakeCluster:
         except BaseException:
             self.stop()
             raise
-        self._started = True
         self._update_peers()
         return self
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-        self._started = False
 
     def close(self) -> None:
-        """Stop every node and remove the temporary logs they made."""
-        for node in self.nodes:
+        """Stop every node and remove the temporary logs they made (removed nodes' too)."""
+        for node in [*self.nodes, *self._removed]:
             node.close()
+        self._removed.clear()
 
     def _update_peers(self) -> None:
         for node in self.nodes:
@@ -650,6 +649,7 @@ class FakeCluster:
         """Stop a node and drop it from the cluster and every peer list; its log stays."""
         self._member(node).stop()
         self.nodes = [member for member in self.nodes if member is not node]
+        self._removed.append(node)
         self._update_peers()
 
     def __enter__(self) -> FakeCluster:
