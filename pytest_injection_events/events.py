@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENTER = "enter"
+WAIT = "wait"
 RESUME = "resume"
 TIMEOUT = "timeout"
 ENABLE = "enable"
 DISABLE = "disable"
 MESSAGE = "message"
 GAP = "gap"
-PHASES = frozenset({ENTER, RESUME, TIMEOUT, ENABLE, DISABLE, MESSAGE, GAP})
+PHASES = frozenset({ENTER, WAIT, RESUME, TIMEOUT, ENABLE, DISABLE, MESSAGE, GAP})
 
 #: A gap because the node no longer keeps the range (replay asked for too old a seq).
 GAP_DROPPED = "dropped"

@@ -8,13 +8,27 @@ listener (the node's `EventLog`) synchronously, before its action runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import InjectionEventsError
-from .events import DISABLE, ENABLE, ENTER, MESSAGE, RESUME, TIMEOUT
+from .events import DISABLE, ENABLE, ENTER, MESSAGE, RESUME, TIMEOUT, WAIT
+from .protocol import (
+    DISABLING,
+    DISABLING_ALL,
+    ENABLING,
+    INJECTED_PARAMETER,
+    MESSAGE_RECEIVED,
+    ONE_SHOT_WORD,
+    TRIGGERING,
+    TRIGGERING_EXCEPTION,
+    TRIGGERING_HANDLER,
+    TRIGGERING_SLEEP,
+    WAITING_FOR_MESSAGE,
+)
 
 LAMBDA = "lambda"
 SLEEP = "sleep"
@@ -154,8 +168,14 @@ class InjectionHandler:
         return False
 
     async def wait_for_message(self, timeout: float = DEFAULT_BREAKPOINT_TIMEOUT) -> None:
-        """Park until a message arrives (or the injection is disabled); raise on timeout."""
+        """Park until a message arrives (or the injection is disabled); raise on timeout.
+
+        In a `handler` point this announces phase `wait` first: the handler got past
+        its own filters and waits now (a breakpoint's `enter` already says so).
+        """
         injection, shard = self._injection, self._shard
+        if self._kind == HANDLER:
+            self._injector._emit(injection, self._kind, WAIT, self.shard)
         if not (self.poll_for_message() or injection.released):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
@@ -255,21 +275,28 @@ class Injector:
             shard.message_base = shard.received
             shard.shared_read = max(shard.shared_read, shard.received)
         self._emit(injection, self._kind_of(name), ENABLE, None)
+        self._debug(ENABLING.format(one_shot=ONE_SHOT_WORD if one_shot else "", name=name))
 
     def disable(self, name: str) -> None:
         """Disable on every shard and let every handler parked on it go on."""
+        if self._disable(name):
+            self._debug(DISABLING.format(name=name))
+
+    def disable_all(self) -> None:
+        for name in list(self._enabled):
+            self._disable(name)
+        self._debug(DISABLING_ALL)
+
+    def _disable(self, name: str) -> bool:
         injection = self._enabled.pop(name, None)
         if injection is None:
-            return
+            return False
         injection.released = True
         for shard in injection.shards:
             shard.enabled = False
         injection.wake()
         self._emit(injection, self._kind_of(name), DISABLE, None)
-
-    def disable_all(self) -> None:
-        for name in list(self._enabled):
-            self.disable(name)
+        return True
 
     def receive_message(self, name: str) -> None:
         """Wake handlers parked on `name` (on every shard); ignored if it is not enabled."""
@@ -320,6 +347,7 @@ class Injector:
         injection = self._enabled.get(name)
         if injection is None or not self._fire(injection, LAMBDA, shard):
             return None
+        self._debug(TRIGGERING.format(name=name), shard)
         return fn()
 
     def inject_parameter(self, name: str, key: str = "value", *, shard: int = 0) -> str | None:
@@ -327,13 +355,16 @@ class Injector:
         injection = self._enabled.get(name)
         if injection is None or not self._fire(injection, PARAMETER, shard):
             return None
-        return injection.parameters.get(key)
+        value = injection.parameters.get(key)
+        self._debug(INJECTED_PARAMETER.format(value=value or "", key=key, name=name), shard)
+        return value
 
     def inject_exception(self, name: str, error: ErrorSpec = None, *, shard: int = 0) -> None:
         """An `exception` point: raise `error` (default `InjectedError(name)`) when enabled."""
         injection = self._enabled.get(name)
         if injection is None or not self._fire(injection, EXCEPTION, shard):
             return
+        self._debug(TRIGGERING_EXCEPTION.format(name=name), shard)
         if error is None:
             raise InjectedError(name)
         if isinstance(error, BaseException):
@@ -379,11 +410,9 @@ class Injector:
             return _DONE
 
         async def park(handler: InjectionHandler) -> None:
-            loop = asyncio.get_running_loop()
-            # Push first, then log: the stream writer runs before this callback.
-            loop.call_soon(self._log_line, "%s: waiting for message", name, shard)
+            self._log_later(logging.INFO, WAITING_FOR_MESSAGE.format(name=name), shard)
             await handler.wait_for_message(timeout)
-            loop.call_soon(self._log_line, "%s: message received", name, shard)
+            self._log_later(logging.INFO, MESSAGE_RECEIVED.format(name=name), shard)
             # As in ScyllaDB, the line is written before the released work goes on: yield
             # once, so the stream writer (woken first) and then this line run before it.
             await asyncio.sleep(0)
@@ -443,7 +472,9 @@ class Injector:
             seconds = duration(injection.parameters)
         else:
             seconds = duration or 0.0
-        await asyncio.sleep(max(0.0, seconds))
+        seconds = max(0.0, seconds)
+        self._debug(TRIGGERING_SLEEP.format(name=injection.name, ms=round(seconds * 1000)), shard)
+        await asyncio.sleep(seconds)
 
     async def _run_handler(
         self,
@@ -455,6 +486,8 @@ class Injector:
     ) -> None:
         if not self._fire(injection, kind, shard, runs=True):
             return
+        # As in ScyllaDB, a breakpoint is a handler point too: both write this line.
+        self._debug(TRIGGERING_HANDLER.format(name=injection.name), shard)
         state = injection.shards[shard]
         try:
             await fn(InjectionHandler(self, injection, kind, shard, share_messages))
@@ -482,5 +515,23 @@ class Injector:
         point = self._catalog.get(name)
         return point.kind if point is not None else None
 
-    def _log_line(self, message: str, name: str, shard: int) -> None:
-        self.log.info(message, name, extra={"shard": shard, "injection": name})
+    def _debug(self, text: str, shard: int | None = None) -> None:
+        """One of the framework's DEBUG lines, if the logger writes DEBUG at all."""
+        if self.log.isEnabledFor(logging.DEBUG):
+            self._log_later(logging.DEBUG, text, shard)
+
+    def _log_later(self, level: int, text: str, shard: int | None) -> None:
+        """Log ScyllaDB's line for an event just emitted, after the stream writer got it.
+
+        Push first, then log: on a loop the line is written a callback later, so the
+        event's writer (woken by the emit) runs first; without a loop it is written now.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_line(level, text, shard)
+        else:
+            loop.call_soon(functools.partial(self._write_line, level, text, shard))
+
+    def _write_line(self, level: int, text: str, shard: int | None) -> None:
+        self.log.log(level, "%s", text, extra={"shard": shard or 0})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import json
 import logging
@@ -15,9 +16,10 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -29,16 +31,27 @@ from .events import DEFAULT_CAPACITY, EventLog
 from .injector import (
     DEFAULT_BREAKPOINT_TIMEOUT,
     EXCEPTION,
+    HANDLER,
     LAMBDA,
     PARAMETER,
     SLEEP,
     WAIT_FOR_MESSAGE,
     BreakpointTimeout,
     InjectedError,
+    InjectionHandler,
     Injector,
     PointInfo,
 )
-from .protocol import DEFAULT_PORT, auth_headers, node_id, node_id_of, url_host
+from .protocol import (
+    DEFAULT_PORT,
+    EVENTS_PATH,
+    LOG_LOGGER,
+    PREFIX,
+    auth_headers,
+    node_id,
+    node_id_of,
+    url_host,
+)
 from .server import (
     BadRequest,
     InjectionRoutes,
@@ -54,6 +67,7 @@ T = TypeVar("T")
 KV_WRITE_BEFORE_APPLY = "kv_write_before_apply"
 KV_WRITE_ERROR = "kv_write_error"
 KV_WRITE_DELAY = "kv_write_delay"
+KV_WRITE_KEY_PAUSE = "kv_write_key_pause"
 REPLICATION_BEFORE_SEND = "replication_before_send"
 REPLICATION_DROP = "replication_drop"
 COORDINATOR_PAUSE = "coordinator_pause_before_processing_backlog"
@@ -63,6 +77,11 @@ POINTS = (
     PointInfo(KV_WRITE_BEFORE_APPLY, WAIT_FOR_MESSAGE, "write path parks before applying"),
     PointInfo(KV_WRITE_ERROR, EXCEPTION, "write fails with 500 before applying"),
     PointInfo(KV_WRITE_DELAY, SLEEP, "write sleeps `ms` milliseconds (default 100)"),
+    PointInfo(
+        KV_WRITE_KEY_PAUSE,
+        HANDLER,
+        "a write of key `key` (every key without it) logs and waits for a message",
+    ),
     PointInfo(
         REPLICATION_BEFORE_SEND,
         WAIT_FOR_MESSAGE,
@@ -79,7 +98,15 @@ POINTS = (
     PointInfo(COORDINATOR_BATCH_SIZE, PARAMETER, "how many queued requests one round takes"),
 )
 DEFAULT_WRITE_DELAY_MS = 100
-LOG_FORMAT = "%(levelname)-5s %(asctime)s [shard %(shard)s] %(name)s - %(message)s"
+#: ScyllaDB's line: `INFO  2026-02-18 14:10:18,123 [shard 0:main] errinj - message`.
+LOG_FORMAT = "%(levelname)-5s %(asctime)s [shard %(shard)s:main] %(name)s - %(message)s"
+LOG_LEVELS = {"info": logging.INFO, "debug": logging.DEBUG}
+#: Loggers of the workload: its own lines, never the injection framework's (`errinj`).
+KV_LOGGER = "kv"
+COORDINATOR_LOGGER = "raft_topology"
+#: What the coordinator logs when its backlog is empty again: a `task: waiting for X`
+#: line that has nothing to do with injections.
+COORDINATOR_IDLE = "topology_coordinator: waiting for requests"
 
 
 def _write_delay(parameters: Mapping[str, str]) -> float:
@@ -100,13 +127,18 @@ class KeyValueWorkload:
         *,
         token: str | None = None,
         breakpoint_timeout: float = DEFAULT_BREAKPOINT_TIMEOUT,
+        log: logging.Logger | None = None,
+        coordinator_log: logging.Logger | None = None,
+        store: dict[str, bytes] | None = None,
     ) -> None:
         self.injector = injector
+        self.log = log or logging.getLogger("pytest_injection_events.node.kv")
+        self.coordinator_log = coordinator_log or self.log
         self._node_id = node_id
         self._peers = peers
         self._headers = auth_headers(token)
         self.breakpoint_timeout = breakpoint_timeout
-        self.store: dict[str, bytes] = {}
+        self.store: dict[str, bytes] = {} if store is None else store  # data outlives a restart
         self.requests: dict[str, str] = {}
         self._backlog: deque[str] = deque()
         self._ids = itertools.count(1)
@@ -145,17 +177,29 @@ class KeyValueWorkload:
         for task in list(self._parked):
             task.cancel()
 
-    async def _breakpoint(self, name: str, shard: int) -> None:
-        """Park at a breakpoint; one that times out gives up and lets the work go on."""
+    async def _park(self, point: Awaitable[None], shard: int) -> None:
+        """Run a point that may park; one that times out gives up and lets the work go on."""
         task = asyncio.current_task()
         assert task is not None
         self._parked.add(task)
         try:
-            await self.injector.inject_wait_for_message(name, self.breakpoint_timeout, shard=shard)
+            await point
         except BreakpointTimeout as exc:
-            self.injector.log.warning("%s", exc, extra={"shard": shard})
+            self.log.warning("%s", exc, extra={"shard": shard})
         finally:
             self._parked.discard(task)
+
+    async def _breakpoint(self, name: str, shard: int) -> None:
+        point = self.injector.inject_wait_for_message(name, self.breakpoint_timeout, shard=shard)
+        await self._park(point, shard)
+
+    async def _key_pause(self, key: str, shard: int, handler: InjectionHandler) -> None:
+        """A handler as ScyllaDB's are written: filter first, log its own line, then wait."""
+        wanted = handler.get("key")
+        if wanted is not None and wanted != key:
+            return
+        self.log.info("%s: waiting (key %s)", handler.name, key, extra={"shard": shard})
+        await handler.wait_for_message(self.breakpoint_timeout)
 
     async def put(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
@@ -163,6 +207,8 @@ class KeyValueWorkload:
         value = await request.read()
         shard = self.shard_of(key)
         injector = self.injector
+        pause = functools.partial(self._key_pause, key, shard)
+        await self._park(injector.inject_handler(KV_WRITE_KEY_PAUSE, pause, shard=shard), shard)
         await self._breakpoint(KV_WRITE_BEFORE_APPLY, shard)
         await injector.inject_sleep(KV_WRITE_DELAY, _write_delay, shard=shard)
         try:
@@ -240,7 +286,7 @@ class KeyValueWorkload:
                 try:
                     batch_size = max(1, int(size))
                 except ValueError:
-                    self.injector.log.warning(
+                    self.coordinator_log.warning(
                         "%s: %r is not a number; taking the whole backlog",
                         COORDINATOR_BATCH_SIZE,
                         size,
@@ -250,6 +296,8 @@ class KeyValueWorkload:
                 self.requests[self._backlog.popleft()] = "done"
             if self._backlog:
                 self._work.set()
+            else:
+                self.coordinator_log.info("%s", COORDINATOR_IDLE, extra={"shard": 0})
 
 
 def _check_port(port: int) -> None:
@@ -269,12 +317,53 @@ class _ShardDefault(logging.Filter):
         return True
 
 
+_SCYLLA_LEVELS = {"WARNING": "WARN", "CRITICAL": "ERROR"}
+
+
+class ScyllaLogFormatter(logging.Formatter):
+    """ScyllaDB's log line: `WARN`, not `WARNING`; local time with comma milliseconds."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelname
+        record.levelname = _SCYLLA_LEVELS.get(level, level)
+        try:
+            return super().format(record)
+        finally:
+            record.levelname = level  # the record goes on to other handlers (caplog)
+
+
+#: What a node with `events=False` does not serve: ScyllaDB has neither.
+_EVENT_PATHS = frozenset({EVENTS_PATH, PREFIX + "/points"})
+
+
+@web.middleware
+async def _scylla_api_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A 404 like any unknown path's for the endpoints ScyllaDB does not have."""
+    if request.path in _EVENT_PATHS:
+        raise web.HTTPNotFound()
+    return await handler(request)
+
+
+def _log_level(level: str) -> int:
+    try:
+        return LOG_LEVELS[str(level).lower()]
+    except KeyError:
+        raise ValueError(
+            f"log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
+        ) from None
+
+
 class FakeNode:
     """A node that speaks the injection API, with a small replicated key-value workload.
 
-    Use as a context manager (sync or async) or call `start()` and `stop()`.
-    The injector belongs to the node's loop: from another thread, go through the
-    HTTP API or `node.call(fn, *args)`.
+    Use as a context manager (sync or async) or call `start()` and `stop()`. Every
+    start after the first is a new life, as a restarted ScyllaDB server: same
+    address, id and log file (appended), a fresh injector and event log. The
+    injector belongs to the node's loop: from another thread, go through the HTTP
+    API or `node.call(fn, *args)`. See docs/library.md.
     """
 
     def __init__(
@@ -287,44 +376,68 @@ class FakeNode:
         *,
         token: str | None = None,
         allow_remote: bool = False,
+        events: bool = True,
+        log_path: str | os.PathLike[str] | None = None,
         log_file: str | os.PathLike[str] | None = None,
+        log_level: str = "info",
         event_capacity: int = DEFAULT_CAPACITY,
         breakpoint_timeout: float = DEFAULT_BREAKPOINT_TIMEOUT,
         **route_options: Any,
     ) -> None:
+        if log_path is not None and log_file is not None:
+            raise ValueError("give log_path or log_file (its old name), not both")
         self.host = host
         _check_port(port)
         self.port = port
+        self.shards = shards
         self.peers = list(peers)
+        self.events = bool(events)
         self._given_node_id = node_id
-        self.logger = logging.Logger("error_injection")
-        self.logger.parent = logging.getLogger("pytest_injection_events.node")
-        self.logger.setLevel(
-            logging.INFO
-        )  # the log file has ScyllaDB's INFO lines, whatever root says
-        self.logger.addFilter(_ShardDefault())
-        self.injector = Injector(shards=shards, points=POINTS, logger=self.logger)
-        self.event_log = EventLog(node_id or "", capacity=event_capacity)
+        self._event_capacity = event_capacity
+        self._token = token
+        self._breakpoint_timeout = breakpoint_timeout
+        level = _log_level(log_level)
+        self.log_level = str(log_level).lower()
+        # The node's own loggers, not the process's: two nodes never share a handler.
+        parent = logging.getLogger("pytest_injection_events.node")
+        self.loggers: dict[str, logging.Logger] = {}
+        for name in (LOG_LOGGER, KV_LOGGER, COORDINATOR_LOGGER):
+            logger = self.loggers[name] = logging.Logger(name, level)
+            logger.parent = parent  # also to pytest's caplog, like any other record
+            logger.addFilter(_ShardDefault())
+        self.logger = self.loggers[LOG_LOGGER]
+        self._server_options = dict(token=token, allow_remote=allow_remote, **route_options)
+        # Fail now, in the caller's thread, on a bad address or option rather than in the
+        # node's; the routes are cheap to make, unlike a whole throwaway server.
+        check_bind_address(host, allow_remote)
+        self._new_life(store={})
+        InjectionRoutes(self.injector, self.event_log, **route_options)
+        given = log_path if log_path is not None else log_file
+        #: The log file; settable before a start. None: a temporary file made at first start,
+        #: kept until the node is closed (`close()`), collected or the process exits.
+        self.log_path: str | None = os.fspath(given) if given is not None else None
+        self._cleanup: weakref.finalize | None = None
+        self._started_once = False
+        self._handler: logging.Handler | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    def _new_life(self, store: dict[str, bytes]) -> None:
+        """What a restarted server starts with: nothing enabled, no event, seq from 1."""
+        self.injector = Injector(shards=self.shards, points=POINTS, logger=self.logger)
+        self.event_log = EventLog(self.node_id, capacity=self._event_capacity)
         self.injector.add_listener(self.event_log.publish)
         self.workload = KeyValueWorkload(
             self.injector,
             lambda: self.node_id,
             lambda: self.peers,
-            token=token,
-            breakpoint_timeout=breakpoint_timeout,
+            token=self._token,
+            breakpoint_timeout=self._breakpoint_timeout,
+            log=self.loggers[KV_LOGGER],
+            coordinator_log=self.loggers[COORDINATOR_LOGGER],
+            store=store,
         )
-        self._server_options = dict(token=token, allow_remote=allow_remote, **route_options)
-        # Fail now, in the caller's thread, on a bad address or option rather than in the
-        # node's; the routes are cheap to make, unlike a whole throwaway server.
-        check_bind_address(host, allow_remote)
-        InjectionRoutes(self.injector, self.event_log, **route_options)
-        self._log_file = os.fspath(log_file) if log_file is not None else None
-        self._log_dir: str | None = None
-        self.log_path: str | None = None
-        self._handler: logging.Handler | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
 
     @property
     def node_id(self) -> str:
@@ -339,10 +452,18 @@ class FakeNode:
     def running(self) -> bool:
         return self._thread is not None
 
+    @property
+    def boot_id(self) -> str:
+        """This life's id (`X-Injection-Boot`): a restart changes it."""
+        return self.event_log.boot_id
+
     def start(self) -> FakeNode:
+        """Start serving; after a stop, as a new life on the same address and log file."""
         if self._thread is not None:
             raise RuntimeError(f"{self!r} is already running")
         _check_port(self.port)  # `port` may have been set after construction (serve does)
+        if self._started_once:
+            self._new_life(store=self.workload.store)
         self._open_log()
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         thread = threading.Thread(
@@ -356,9 +477,11 @@ class FakeNode:
             self._close_log()
             raise
         self._thread = thread
+        self._started_once = True
         return self
 
     def stop(self) -> None:
+        """Stop serving; the log file stays readable (see `close()`)."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -366,6 +489,18 @@ class FakeNode:
         self._loop.call_soon_threadsafe(self._stopping.set)
         thread.join()
         self._close_log()
+
+    def restart(self) -> FakeNode:
+        """Stop (if running) and start again: a new life, as `stop()` then `start()`."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop, and remove the temporary log file the node made (a given one stays)."""
+        self.stop()
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the node's loop and return its result (thread-safe)."""
@@ -386,6 +521,8 @@ class FakeNode:
         server = InjectionServer(
             self.injector, self.event_log, host=self.host, port=self.port, **self._server_options
         )
+        if not self.events:
+            server.app.middlewares.append(_scylla_api_only)
         self.workload.add_to(server.app)
         try:
             await server.start()
@@ -401,24 +538,23 @@ class FakeNode:
             await server.stop()
 
     def _open_log(self) -> None:
-        if self._log_file is not None:
-            path = self._log_file
-        else:
-            self._log_dir = tempfile.mkdtemp(prefix="fakenode-")
-            path = os.path.join(self._log_dir, "node.log")
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        self.logger.addHandler(handler)
-        self._handler, self.log_path = handler, path
+        if self.log_path is None:
+            directory = tempfile.mkdtemp(prefix="fakenode-")
+            # Outlives stop() and restarts, so the log can be read after the node is down.
+            self._cleanup = weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+            self.log_path = os.path.join(directory, "node.log")
+        handler = logging.FileHandler(self.log_path, mode="a", encoding="utf-8")
+        handler.setFormatter(ScyllaLogFormatter())
+        for logger in self.loggers.values():
+            logger.addHandler(handler)
+        self._handler = handler
 
     def _close_log(self) -> None:
         if self._handler is not None:
-            self.logger.removeHandler(self._handler)
+            for logger in self.loggers.values():
+                logger.removeHandler(self._handler)
             self._handler.close()
             self._handler = None
-        if self._log_dir is not None:
-            shutil.rmtree(self._log_dir, ignore_errors=True)
-            self._log_dir = None
 
     def __enter__(self) -> FakeNode:
         return self.start()
@@ -438,14 +574,18 @@ class FakeNode:
 
 
 class FakeCluster:
-    """`n` fake nodes that know each other as peers."""
+    """Fake nodes that know each other as peers, changed while a test runs as
+    ScyllaDB's test manager does: nodes added, stopped, started, restarted, removed.
+    `node_options` are every node's defaults; `add_node(**options)` overrides them."""
 
     def __init__(
         self, n: int = 3, shards: int = 1, *, host: str = "127.0.0.1", **node_options: Any
     ):
-        if n < 1:
-            raise ValueError(f"a cluster needs at least one node, got n={n}")
-        self.nodes = [FakeNode(host=host, shards=shards, **node_options) for _ in range(n)]
+        if n < 0:
+            raise ValueError(f"a cluster cannot have a negative number of nodes, got n={n}")
+        self._defaults: dict[str, Any] = dict(host=host, shards=shards, **node_options)
+        self.nodes = [FakeNode(**self._defaults) for _ in range(n)]
+        self._removed: list[FakeNode] = []  # stopped, their logs kept until close()
 
     @property
     def urls(self) -> list[str]:
@@ -454,17 +594,63 @@ class FakeCluster:
     def start(self) -> FakeCluster:
         try:
             for node in self.nodes:
-                node.start()
+                if not node.running:
+                    node.start()
         except BaseException:
             self.stop()
             raise
-        for node in self.nodes:
-            node.peers = [other.url for other in self.nodes if other is not node]
+        self._update_peers()
         return self
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def close(self) -> None:
+        """Stop every node and remove the temporary logs they made (removed nodes' too)."""
+        for node in [*self.nodes, *self._removed]:
+            node.close()
+        self._removed.clear()
+
+    def _update_peers(self) -> None:
+        for node in self.nodes:
+            node.peers = [other.url for other in self.nodes if other is not node]
+
+    def _member(self, node: FakeNode) -> FakeNode:
+        if not any(node is member for member in self.nodes):
+            raise ValueError(f"{node!r} is not a node of this cluster")
+        return node
+
+    def add_node(self, **options: Any) -> FakeNode:
+        """Start one more node (options override the cluster's) and make it everyone's peer."""
+        node = FakeNode(**{**self._defaults, **options})
+        node.start()
+        self.nodes.append(node)
+        self._update_peers()
+        return node
+
+    def add_nodes(self, n: int, **options: Any) -> list[FakeNode]:
+        if n < 1:
+            raise ValueError(f"add at least one node, got n={n}")
+        return [self.add_node(**options) for _ in range(n)]
+
+    def stop_node(self, node: FakeNode) -> None:
+        """Stop one node; it stays a peer of the others, as a down server of a cluster."""
+        self._member(node).stop()
+
+    def start_node(self, node: FakeNode) -> None:
+        """Start a stopped node again: a new life on the same address and log."""
+        self._member(node).start()
+
+    def restart_node(self, node: FakeNode) -> None:
+        self._member(node).restart()
+
+    def remove_node(self, node: FakeNode) -> None:
+        """Stop a node and drop it from the cluster and every peer list; its log stays."""
+        self._member(node).stop()
+        self.nodes = [member for member in self.nodes if member is not node]
+        self._removed.append(node)
+        self._update_peers()
 
     def __enter__(self) -> FakeCluster:
         return self.start()
@@ -488,4 +674,12 @@ class FakeCluster:
         return len(self.nodes)
 
 
-__all__ = ["DEFAULT_PORT", "POINTS", "FakeCluster", "FakeNode", "KeyValueWorkload", "peer_id"]
+__all__ = [
+    "DEFAULT_PORT",
+    "POINTS",
+    "FakeCluster",
+    "FakeNode",
+    "KeyValueWorkload",
+    "ScyllaLogFormatter",
+    "peer_id",
+]

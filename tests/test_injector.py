@@ -277,7 +277,7 @@ async def test_handler_get_set_poll_and_wait() -> None:
         "poll_before": False,
         "poll_after": False,  # the one message was consumed by the wait
     }
-    assert events.phases("h") == ["enable", "enter", "message", "resume"]
+    assert events.phases("h") == ["enable", "enter", "wait", "message", "resume"]
     assert events.select("resume")[0]["type"] == "handler"
 
 
@@ -306,7 +306,7 @@ async def test_handler_wait_times_out() -> None:
 
     with pytest.raises(BreakpointTimeout):
         await injector.inject_handler("h", handler)
-    assert events.phases("h") == ["enable", "enter", "timeout"]
+    assert events.phases("h") == ["enable", "enter", "wait", "timeout"]
     assert events.select("timeout")[0]["type"] == "handler"
     assert injector.waiters("h") == 0
 
@@ -443,7 +443,7 @@ async def test_one_shot_handler_still_running() -> None:
     await parked(injector, "h")
     injector.receive_message("h")  # still reachable by messages
     await asyncio.wait_for(task, 5)
-    assert events.phases("h") == ["enable", "enter", "message", "resume"]
+    assert events.phases("h") == ["enable", "enter", "wait", "message", "resume"]
     assert injector.enter_count("h") == 1
     injector.receive_message("h")  # now retired: ignored, no event
     assert events.phases("h")[-1] == "resume"
@@ -587,7 +587,15 @@ async def test_disable_releases_every_parked_handler() -> None:
     injector.disable("bp")
     assert not injector.is_enabled("bp")
     await asyncio.wait_for(asyncio.gather(*tasks), 5)  # released, not timed out
-    assert events.phases("bp") == ["enable", "enter", "enter", "disable", "resume", "resume"]
+    assert events.phases("bp") == [
+        "enable",
+        "enter",  # the breakpoint: parked
+        "enter",  # the handler: entered...
+        "wait",  # ...and waits
+        "disable",
+        "resume",
+        "resume",
+    ]
     assert injector.waiters("bp") == 0
     assert injector.inject("bp", lambda: 1) is None
     injector.disable("bp")  # disabling twice is harmless and silent

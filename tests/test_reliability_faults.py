@@ -240,27 +240,29 @@ async def test_a_node_replaced_on_its_port_is_a_new_life_read_from_its_start() -
 
 
 @pytest.mark.asyncio
-async def test_a_node_restarted_in_place_is_the_same_life() -> None:
-    """`FakeNode.stop()` then `start()` keeps the node's injector and event log: the same
-    life, its numbering goes on. The stream resumes without reporting a restart, and
-    gets what the node published while it was down (its points still fire without a
-    server: `node.call` runs on the caller's thread then) and after, exactly once."""
+async def test_a_node_restarted_in_place_is_a_new_life() -> None:
+    """`FakeNode.stop()` then `start()` is a restarted server: the same address and id,
+    a fresh injector and event log (nothing enabled, seq from 1, a new boot id). The
+    stream reports the restart once and reads the new life from its first event."""
     with FakeNode() as node:
-        port = node.port
+        port, ident, boot, old_injector = node.port, node.node_id, node.boot_id, node.injector
         async with InjectionEventStream(node.url) as stream:
             node.call(node.injector.enable, "p", False, {})
             hit(node, "p", 4)  # seq 1-5
             await stream.wait_for_injection("p", count=4, timeout=10)
             node.stop()
-            hit(node, "p", 3)  # seq 6-8, nobody listening
             node.start()
-            assert node.port == port
-            hit(node, "p", 2)  # seq 9-10
-            await stream.wait_for_injection("p", count=5, timeout=10)
-    assert [e.seq for e in stream.events] == list(range(1, 11))
-    assert [e.enter_count for e in stream.events[1:]] == list(range(1, 10))
-    assert stream.restarts == [] and stream.gaps == []
-    assert stream.reconnects == 1
+            assert (node.port, node.node_id) == (port, ident)
+            assert node.boot_id != boot and node.injector is not old_injector
+            assert node.call(node.injector.enabled_injections) == []
+            node.call(node.injector.enable, "p", False, {})
+            hit(node, "p", 2)  # seq 1-3 of the new life
+            await stream.wait_for_injection("p", count=2, timeout=10)
+    old_life = [("enable", 1)] + [("enter", s) for s in range(2, 6)]
+    new_life = [("enable", 1), ("enter", 2), ("enter", 3)]
+    assert [(e.phase, e.seq) for e in stream.events] == old_life + new_life
+    assert [ident for ident, _ in stream.restarts] == [node.node_id]
+    assert stream.gaps == []
 
 
 # -- a reader that stops reading -------------------------------------------------------------
