@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -38,7 +38,7 @@ from .stream import (
     StreamConnectError,
     event_logger,
 )
-from .summary import hit_summary
+from .summary import Hit, hit_summary
 
 #: The names this module may be registered under: the entry point's and the module's own.
 PLUGIN_NAMES = ("pytest_injection_events", "pytest_injection_events.plugin")
@@ -380,9 +380,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """Note what the test's stream saw, for --injection-report (also across xdist)."""
-    stream = item.stash.get(_stream_key, None) or item.funcargs.get("injection_event_stream")
+    funcargs = getattr(item, "funcargs", {})  # a pytest.Function's; other items have none
+    stream = item.stash.get(_stream_key, None) or funcargs.get("injection_event_stream")
     if isinstance(stream, InjectionEventStream) and _settings(item.config).report:
-        item.user_properties.append((_REPORT_KEY, hit_summary(stream.events, stream.opened_at)))
+        hits = hit_summary(stream.events, stream.opened_at)
+        # Plain tuples: xdist carries user_properties between processes.
+        item.user_properties.append((_REPORT_KEY, [tuple(hit) for hit in hits]))
     return (yield)
 
 
@@ -434,13 +437,14 @@ class InjectionReport:
     """Collects the hit summaries of every test (from xdist workers too) and prints them."""
 
     def __init__(self) -> None:
-        self.hits: list[tuple[str, list[tuple[str, int, float]]]] = []
+        self.hits: list[tuple[str, list[Hit]]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "teardown":
             for key, value in report.user_properties:
                 if key == _REPORT_KEY:
-                    self.hits.append((report.nodeid, [tuple(hit) for hit in value]))
+                    hits = cast("list[tuple[str, int, float]]", value)
+                    self.hits.append((report.nodeid, [Hit(*hit) for hit in hits]))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         terminalreporter.section("injection report")

@@ -16,7 +16,7 @@ class Hit(NamedTuple):
     """One injection entered during a test: how often, and when first."""
 
     injection: str
-    count: int
+    entered: int
     first: float  # seconds from `opened_at` to the first enter, rounded to microseconds
 
 
