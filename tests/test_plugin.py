@@ -569,9 +569,7 @@ def test_a_failed_direct_wait_shows_the_test_line_and_the_message(inner: pytest.
             "E   *InjectionTimeout: timed out after 0.1s waiting for injection 'kv_write_delay'*",
         ]
     )
-    assert "pytest_injection_events" not in failure.replace(
-        "pytest_injection_events.stream.InjectionTimeout", ""
-    ).replace("pytest_injection_events.events", "")
+    assert "pytest_injection_events/" not in failure  # no frame of the package's files
     assert len(failure.splitlines()) < 25, failure
     # --full-trace still shows everything, for whoever debugs the package itself.
     full = inner.runpytest("--full-trace").stdout.str()
