@@ -113,7 +113,8 @@ def pytest_plugin_registered(
 
     The entry point registers this module as `pytest_injection_events`; a conftest's
     `pytest_plugins = ["pytest_injection_events.plugin"]` (or `-p` with either name)
-    would register it again and pytest would raise. `-p no:` of either name turns it off.
+    would register it again and pytest would raise. `-p no:pytest_injection_events`
+    turns it off; loading it under one name while the other is blocked is a usage error.
     """
     if plugin is not sys.modules[__name__]:
         return
