@@ -1,4 +1,4 @@
-"""The pytest plugin as a user meets it (SPEC §8): inner pytest runs driven by `pytester`.
+"""The pytest plugin as a user meets it: inner pytest runs driven by `pytester`.
 
 Inner runs are in-process (fast); the ones that need a fresh interpreter (xdist
 workers, marker registration) live in `test_plugin_xdist.py`. The outer conftest's
@@ -397,7 +397,7 @@ def test_marker_enables_before_the_body_and_checks_after(inner: pytest.Pytester)
 def test_marker_fails_a_test_that_never_hits_with_the_timeout_message(
     inner: pytest.Pytester,
 ) -> None:
-    """A near miss of a declared point gets the §7 did-you-mean hint."""
+    """A near miss of a declared point gets the did-you-mean hint of the timeout message."""
     make_tests(
         inner,
         """
