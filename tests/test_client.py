@@ -37,7 +37,7 @@ def hit(node: FakeNode, name: str, shard: int = 0) -> None:
     node.call(lambda: node.injector.inject(name, lambda: None, shard=shard))
 
 
-# -- every §5 call ----------------------------------------------------------------
+# -- every API call ---------------------------------------------------------------
 
 
 @pytest.mark.asyncio
