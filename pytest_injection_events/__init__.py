@@ -1,11 +1,22 @@
 """Push error-injection events from servers under test to pytest.
 
-This package is also the pytest plugin (entry point and `pytest_plugins`
-name `pytest_injection_events`): its hooks and fixtures are re-exported here
-from `plugin`, so either way of loading registers the same module once.
+The library: importing it does not import pytest, so a service can embed the
+`Injector`. The pytest plugin is `pytest_injection_events.plugin` (entry point
+`pytest_injection_events`). See docs/design.md.
 """
 
-from .client import ApiError, InjectionApi, RemoteNode, SyncInjectionApi
+from .client import (
+    ApiError,
+    BadParameters,
+    InjectionApi,
+    NodeUnreachable,
+    RemoteCluster,
+    RemoteNode,
+    SyncCallInLoop,
+    SyncInjectionApi,
+    UnknownNode,
+    resolve_node,
+)
 from .errors import InjectionEventsError, NotAnInjectionNode, UnsupportedWait
 from .events import EventLog, InjectionEvent
 from .injector import (
@@ -16,17 +27,6 @@ from .injector import (
     PointInfo,
 )
 from .node import FakeCluster, FakeNode
-from .plugin import (  # noqa: F401 - the hooks and fixtures pytest finds on this module
-    _injection_marker_setup,
-    injection_api,
-    injection_cluster,
-    injection_event_stream_fixture,
-    injection_node,
-    pytest_addoption,
-    pytest_configure,
-    pytest_runtest_call,
-    pytest_runtest_teardown,
-)
 from .server import InjectionRoutes, InjectionServer
 from .stream import (
     EventsLost,
@@ -35,16 +35,23 @@ from .stream import (
     StreamConnectError,
     injection_event_stream,
 )
+from .summary import Hit, hit_summary
 
 __version__ = "0.1.0"
 
+#: Where pytest finds the plugin when this package is named in `pytest_plugins` or `-p`
+#: without being installed (installed, the entry point loads the plugin module directly).
+pytest_plugins = ["pytest_injection_events.plugin"]
+
 __all__ = [
     "ApiError",
+    "BadParameters",
     "BreakpointTimeout",
     "EventLog",
     "EventsLost",
     "FakeCluster",
     "FakeNode",
+    "Hit",
     "InjectedError",
     "InjectionApi",
     "InjectionEvent",
@@ -55,11 +62,17 @@ __all__ = [
     "InjectionServer",
     "InjectionTimeout",
     "Injector",
+    "NodeUnreachable",
     "NotAnInjectionNode",
     "PointInfo",
+    "RemoteCluster",
     "RemoteNode",
     "StreamConnectError",
+    "SyncCallInLoop",
     "SyncInjectionApi",
+    "UnknownNode",
     "UnsupportedWait",
+    "hit_summary",
     "injection_event_stream",
+    "resolve_node",
 ]

@@ -1,10 +1,12 @@
-"""REST client of a node's injection API (SPEC §5, §7), mirroring ScyllaDB's test client."""
+"""What a test knows of a node by its URL: the REST client of its injection API
+(mirroring ScyllaDB's test client), the node and cluster given by URL, and how a
+node named by index, id or URL is found among them. See docs/design.md."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -26,6 +28,47 @@ class ApiError(InjectionEventsError):
         self.url = url
         self.status = status
         self.message = message
+
+
+class NodeUnreachable(InjectionEventsError, ConnectionError):
+    """A node that did not answer: refused, reset, or silent past the timeout."""
+
+
+class SyncCallInLoop(InjectionEventsError, RuntimeError):
+    """A blocking call made from a running event loop, which it would freeze."""
+
+
+class UnknownNode(InjectionEventsError, ValueError):
+    """A node named by index, id or URL that is none of the test's nodes."""
+
+
+class BadParameters(InjectionEventsError, TypeError):
+    """Injection parameters that are not a dict of str to str, int, float or bool."""
+
+
+#: The parameter values ScyllaDB's API takes: each is sent as its `str()`.
+PARAMETER_TYPES = (str, int, float, bool)
+
+
+def parameter_strings(parameters: Mapping[str, Any] | None) -> dict[str, str]:
+    """The parameters as the node receives them, refusing a value that is no scalar.
+
+    `None`, a list or an object would be sent as its `str()` (`"None"`) and read
+    by the node as that text: a `TypeError` here names the key instead.
+    """
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, Mapping):
+        raise BadParameters(f"parameters must be a dict, got {type(parameters).__name__}")
+    strings = {}
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not isinstance(value, PARAMETER_TYPES):
+            raise BadParameters(
+                f"parameter {key!r}: keys are str and values str, int, float or bool "
+                f"(sent as text), got {type(value).__name__} {value!r}"
+            )
+        strings[key] = str(value)
+    return strings
 
 
 class InjectionApi:
@@ -107,19 +150,23 @@ class InjectionApi:
                 return json.loads(text) if text else None
         except asyncio.TimeoutError as exc:  # first: aiohttp's timeouts are connection errors too
             detail = f" ({exc})" if str(exc) else ""
-            raise ConnectionError(
+            raise NodeUnreachable(
                 f"{method} {url}: no answer within {self._timeout.total:g}s{detail}"
             ) from exc
         except aiohttp.ClientConnectionError as exc:
-            raise ConnectionError(
+            raise NodeUnreachable(
                 f"{method} {url}: node unreachable: {str(exc) or type(exc).__name__}"
             ) from exc
 
     async def enable_injection(
         self, name: str, one_shot: bool = False, parameters: dict[str, Any] | None = None
     ) -> None:
-        """Enable `name`; parameter values go as strings, as ScyllaDB's client sends them."""
-        body = {str(k): str(v) for k, v in (parameters or {}).items()}
+        """Enable `name`; parameter values go as strings, as ScyllaDB's client sends them.
+
+        Raises `BadParameters` (a `TypeError`) before any request for a value that
+        is not str, int, float or bool.
+        """
+        body = parameter_strings(parameters)
         params = {"one_shot": "true" if one_shot else "false"}
         await self._request("POST", self._url("injection", name), params=params, body=body)
 
@@ -163,11 +210,12 @@ class SyncInjectionApi:
         except RuntimeError:
             return asyncio.run(call)
         call.close()
-        raise RuntimeError("SyncInjectionApi blocks; in async code use `await` on InjectionApi")
+        raise SyncCallInLoop("SyncInjectionApi blocks; in async code use `await` on InjectionApi")
 
     def enable_injection(
         self, name: str, one_shot: bool = False, parameters: dict[str, Any] | None = None
     ) -> None:
+        parameter_strings(parameters)  # refused here, before a loop is started for nothing
         self._run(self._api.enable_injection(name, one_shot, parameters))
 
     def disable_injection(self, name: str) -> None:
@@ -207,3 +255,42 @@ class RemoteNode:
 
     def __repr__(self) -> str:
         return f"<RemoteNode {self.url}>"
+
+
+class RemoteCluster:
+    """The nodes given by URL (`--injection-node-url`), shaped like a `FakeCluster`."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        self.nodes = [RemoteNode(url) for url in urls]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def __getitem__(self, index: int) -> RemoteNode:
+        return self.nodes[index]
+
+    def __iter__(self) -> Iterator[RemoteNode]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"<RemoteCluster {self.urls}>"
+
+
+def resolve_node(node: object, urls: Sequence[str]) -> str:
+    """The URL among `urls` of `node`: an index, a node id, a URL or an object with `.url`.
+
+    Raises `UnknownNode` (a `ValueError`) when it is none of them.
+    """
+    if isinstance(node, int) and not isinstance(node, bool):
+        if not -len(urls) <= node < len(urls):
+            raise UnknownNode(f"node={node} but there are {len(urls)} node(s)")
+        return urls[node]
+    wanted = str(getattr(node, "url", node))
+    for url in urls:
+        if wanted in (url, node_id_of(url)):
+            return url
+    raise UnknownNode(f"node={node!r} is none of {list(urls)}")

@@ -1,30 +1,44 @@
-"""The pytest plugin: options, fixtures and the `wait_for_injection` marker (SPEC §8).
+"""The pytest plugin: options, fixtures and the `wait_for_injection` marker.
 
-Only wiring lives here; the work is done by `FakeNode`, `InjectionApi` and
-`InjectionEventStream`, which are usable without pytest.
+This module is the plugin (entry point `pytest11` named `pytest_injection_events`)
+and the only one of the package that imports pytest. It only wires: the work is
+done by `FakeNode`, `InjectionApi`, `InjectionEventStream` and friends, usable
+without pytest. See docs/design.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
 
 import pytest
 
-from .client import InjectionApi, RemoteNode
-from .events import ENTER
-from .node import FakeCluster, FakeNode
-from .protocol import TOKEN_ENV, base_url
-from .stream import (
-    EventsLost,
-    InjectionEventStream,
-    InjectionTimeout,
-    StreamConnectError,
-    event_logger,
+from .client import (
+    InjectionApi,
+    RemoteCluster,
+    RemoteNode,
+    UnknownNode,
+    parameter_strings,
+    resolve_node,
 )
+from .diagnostics import event_logger
+from .errors import EventsLost, InjectionEventsError, InjectionTimeout, StreamConnectError
+from .node import FakeCluster, FakeNode
+from .protocol import TOKEN_ENV
+from .stream import InjectionEventStream
+from .summary import Hit, hit_summary
+
+#: The names this module may be registered under: the entry point's and the module's own.
+PLUGIN_NAMES = ("pytest_injection_events", "pytest_injection_events.plugin")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_STDLIB_DIR = Path(os.__file__).resolve().parent
 
 MARKER = "wait_for_injection"
 _MARKER_HELP = (
@@ -75,11 +89,46 @@ class MarkedInjection:
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout >= 0
         ):
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        parameters = kwargs.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise ValueError(f"parameters must be a dict, got {type(parameters).__name__}")
-        kwargs["parameters"] = {str(k): str(v) for k, v in parameters.items()}
+        try:
+            kwargs["parameters"] = parameter_strings(kwargs.get("parameters"))
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
         return cls(mark.args[0], **kwargs)
+
+
+class _AlsoRegistered:
+    """Holds the plugin's other name, so pytest never imports it a second time under it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<pytest_injection_events plugin, registered as {self.name!r}>"
+
+
+def pytest_plugin_registered(
+    plugin: object, plugin_name: str, manager: pytest.PytestPluginManager
+) -> None:
+    """Registered under one of its names, take the other too: one registration, any spelling.
+
+    The entry point registers this module as `pytest_injection_events`; a conftest's
+    `pytest_plugins = ["pytest_injection_events.plugin"]` (or `-p` with either name)
+    would register it again and pytest would raise. `-p no:pytest_injection_events`
+    turns it off; loading it under one name while the other is blocked is a usage error.
+    """
+    if plugin is not sys.modules[__name__]:
+        return
+    for name in PLUGIN_NAMES:
+        if name == plugin_name:
+            continue
+        if manager.is_blocked(name):
+            raise pytest.UsageError(
+                f"the plugin is turned off (-p no:{name}) but was also loaded as "
+                f"{plugin_name!r}: to turn it off, say -p no:pytest_injection_events "
+                "and load it nowhere else"
+            )
+        if manager.get_plugin(name) is None:
+            manager.register(_AlsoRegistered(plugin_name), name)
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -101,12 +150,21 @@ def _ini_number(config: pytest.Config, name: str, kind: type, minimum: float) ->
     return value
 
 
+def _node_url(value: str) -> str:
+    """`--injection-node-url`'s type: a node address, refused at option parsing if it is none."""
+    try:
+        return RemoteNode(value).url
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("injection-events", "error-injection event streams")
     group.addoption(
         "--injection-node-url",
         action="append",
         default=[],
+        type=_node_url,
         metavar="URL",
         dest="injection_node_urls",
         help="use this running node instead of fake ones (repeat for a cluster)",
@@ -142,11 +200,6 @@ def pytest_configure(config: pytest.Config) -> None:
         timeout = _ini_number(config, "injection_timeout", float, 0)
     elif not timeout >= 0:  # `not >=` also refuses NaN
         raise pytest.UsageError(f"--injection-timeout must be >= 0, got {timeout}")
-    for url in config.getoption("injection_node_urls") or ():
-        try:
-            base_url(url)
-        except ValueError as exc:
-            raise pytest.UsageError(f"--injection-node-url: {exc}") from None
     config.stash[_settings_key] = Settings(
         node_urls=tuple(config.getoption("injection_node_urls") or ()),
         timeout=float(timeout),
@@ -163,44 +216,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def injection_node(request: pytest.FixtureRequest) -> Iterator[FakeNode | RemoteNode]:
+def injection_node_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Keyword arguments of every fake node (`FakeNode(**options)`): override it in a
+    conftest to change them, e.g. `{**defaults, "breakpoint_timeout": 5}`."""
+    return {"shards": _settings(request.config).shards}
+
+
+@pytest.fixture
+def injection_node(
+    request: pytest.FixtureRequest, injection_node_options: dict[str, Any]
+) -> Iterator[FakeNode | RemoteNode]:
     """A fresh fake node for this test, or the first `--injection-node-url`."""
     settings = _settings(request.config)
     if settings.node_urls:
         yield RemoteNode(settings.node_urls[0])
         return
-    with FakeNode(shards=settings.shards) as node:
+    with FakeNode(**injection_node_options) as node:
         yield node
 
 
-class RemoteCluster:
-    """The nodes given by `--injection-node-url`, shaped like a `FakeCluster`."""
-
-    def __init__(self, urls: Sequence[str]) -> None:
-        self.nodes = [RemoteNode(url) for url in urls]
-
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
-
-    def __getitem__(self, index: int) -> RemoteNode:
-        return self.nodes[index]
-
-    def __iter__(self) -> Iterator[RemoteNode]:
-        return iter(self.nodes)
-
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-
 @pytest.fixture
-def injection_cluster(request: pytest.FixtureRequest) -> Iterator[FakeCluster | RemoteCluster]:
+def injection_cluster(
+    request: pytest.FixtureRequest, injection_node_options: dict[str, Any]
+) -> Iterator[FakeCluster | RemoteCluster]:
     """A fresh fake cluster (ini injection_cluster_size nodes), or the given nodes."""
     settings = _settings(request.config)
     if settings.node_urls:
         yield RemoteCluster(settings.node_urls)
         return
-    with FakeCluster(settings.cluster_size, settings.shards) as cluster:
+    with FakeCluster(settings.cluster_size, **injection_node_options) as cluster:
         yield cluster
 
 
@@ -255,21 +299,26 @@ def _marked(item: pytest.Item) -> list[MarkedInjection]:
 def _marker_targets(request: pytest.FixtureRequest, marked: MarkedInjection) -> list[str]:
     """Where a marked injection is enabled: `node` (index, id or URL), else every streamed node."""
     urls = _stream_targets(request)
-    node = marked.node
-    if node is None:
+    if marked.node is None:
         return urls
-    if isinstance(node, int) and not isinstance(node, bool):
-        if not -len(urls) <= node < len(urls):
-            pytest.fail(
-                f"@pytest.mark.{MARKER}: node={node} but the test has {len(urls)} node(s)",
-                pytrace=False,
-            )
-        return [urls[node]]
-    wanted = str(getattr(node, "url", node))
-    for url in urls:
-        if wanted in (url, RemoteNode(url).node_id):
-            return [url]
-    pytest.fail(f"@pytest.mark.{MARKER}: node={node!r} is none of {urls}", pytrace=False)
+    try:
+        return [resolve_node(marked.node, urls)]
+    except UnknownNode as exc:
+        raise pytest.fail.Exception(f"@pytest.mark.{MARKER}: {exc}", pytrace=False) from None
+
+
+def _refuse_unreachable_count(mark: MarkedInjection, urls: list[str], token: str | None) -> None:
+    """A one-shot fires at most once per shard: `count` beyond the shards can never be met."""
+    if not mark.one_shot or mark.count == 1:
+        return
+    shards = sum(len(InjectionApi(url, token).sync.get_injection(mark.name)) for url in urls)
+    if mark.count > shards:
+        pytest.fail(
+            f"@pytest.mark.{MARKER}({mark.name!r}): count={mark.count} can never be reached: "
+            f"one_shot=True fires at most once per shard and the {len(urls)} node(s) have "
+            f"{shards} shard(s) in all; pass one_shot=False or count<={shards}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -287,6 +336,7 @@ def _injection_marker_setup(request: pytest.FixtureRequest) -> Iterator[None]:
     try:
         for mark in marked:
             urls = _marker_targets(request, mark)
+            _refuse_unreachable_count(mark, urls, token)
             for url in urls:
                 InjectionApi(url, token).sync.enable_injection(
                     mark.name, mark.one_shot, mark.parameters
@@ -326,34 +376,71 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """Note what the test's stream saw, for --injection-report (also across xdist)."""
-    stream = item.stash.get(_stream_key, None) or item.funcargs.get("injection_event_stream")
+    funcargs = getattr(item, "funcargs", {})  # a pytest.Function's; other items have none
+    stream = item.stash.get(_stream_key, None) or funcargs.get("injection_event_stream")
     if isinstance(stream, InjectionEventStream) and _settings(item.config).report:
-        item.user_properties.append((_REPORT_KEY, _hit_summary(stream)))
+        hits = hit_summary(stream.events, stream.opened_at)
+        # Plain tuples: xdist carries user_properties between processes.
+        item.user_properties.append((_REPORT_KEY, [tuple(hit) for hit in hits]))
     return (yield)
 
 
-def _hit_summary(stream: InjectionEventStream) -> list[tuple[str, int, float]]:
-    """(injection, enter count, seconds from stream open to its first hit)."""
-    first: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for event in stream.events:
-        if event.phase == ENTER and event.injection:
-            first.setdefault(event.injection, event.timestamp - stream.opened_at)
-            counts[event.injection] = counts.get(event.injection, 0) + 1
-    return [(name, counts[name], round(first[name], 6)) for name in counts]
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A wait that failed in the body: show the test's lines and the message, not ours.
+
+    The package's errors carry all that matters in their message; the frames of
+    the wait's insides (and of the thread bridge under it) only bury it, so they
+    leave the traceback the way `__tracebackhide__` frames do. `--full-trace`
+    still shows them.
+    """
+    __tracebackhide__ = True
+    excinfo = call.excinfo
+    if (
+        excinfo is not None
+        and call.when == "call"
+        and isinstance(excinfo.value, InjectionEventsError)
+        and not item.config.getoption("fulltrace", False)
+    ):
+        _drop_inner_frames(excinfo.tb)
+        excinfo.traceback = excinfo.traceback.filter(lambda entry: True)  # re-read the chain
+    return (yield)
+
+
+def _drop_inner_frames(tb: TracebackType) -> None:
+    """Unlink the frames below the last one outside the package and the standard library.
+
+    pytest rebuilds a traceback from the frame chain, so hiding means relinking it.
+    """
+    chain = []
+    while tb is not None:
+        chain.append(tb)
+        tb = tb.tb_next  # type: ignore[assignment]
+    outside = [i for i, entry in enumerate(chain) if not _is_inner(entry)]
+    if outside and outside[-1] < len(chain) - 1:
+        chain[outside[-1]].tb_next = None
+
+
+def _is_inner(tb: TracebackType) -> bool:
+    """A frame of this package, or of the standard library it calls into (threads, futures)."""
+    path = Path(tb.tb_frame.f_code.co_filename)
+    if path.is_relative_to(_PACKAGE_DIR):
+        return True
+    return path.is_relative_to(_STDLIB_DIR) and "site-packages" not in path.parts
 
 
 class InjectionReport:
     """Collects the hit summaries of every test (from xdist workers too) and prints them."""
 
     def __init__(self) -> None:
-        self.hits: list[tuple[str, list[tuple[str, int, float]]]] = []
+        self.hits: list[tuple[str, list[Hit]]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "teardown":
             for key, value in report.user_properties:
                 if key == _REPORT_KEY:
-                    self.hits.append((report.nodeid, [tuple(hit) for hit in value]))
+                    hits = cast("list[tuple[str, int, float]]", value)
+                    self.hits.append((report.nodeid, [Hit(*hit) for hit in hits]))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         terminalreporter.section("injection report")

@@ -49,7 +49,11 @@ def base_url(target: str) -> str:
             target = f"[{target}]"  # a bare IPv6 address, such as ::1
         target = f"http://{target}"
     parts = urlsplit(target)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not re.fullmatch(r"[\w.:%-]+", parts.hostname)  # no space, quote or the like
+    ):
         raise ValueError(f"not a node address: {given!r} (expected http://host:port or host)")
     try:
         port = parts.port or DEFAULT_PORT

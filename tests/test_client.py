@@ -1,6 +1,6 @@
-"""InjectionApi (SPEC §7) against real nodes over real HTTP: every §5 call, every form
-of target, the errors a test author sees, the blocking `.sync` view, and no session
-left open."""
+"""InjectionApi against real nodes over real HTTP: every API call, every form of
+target, the errors a test author sees, the blocking `.sync` view, and no session
+left open; the node and cluster given by URL and how a node is named."""
 
 from __future__ import annotations
 
@@ -16,10 +16,18 @@ from proxy import Proxy
 
 from pytest_injection_events import (
     ApiError,
+    BadParameters,
+    FakeCluster,
     InjectionApi,
+    InjectionEventsError,
+    NodeUnreachable,
+    RemoteCluster,
     RemoteNode,
+    SyncCallInLoop,
     SyncInjectionApi,
+    UnknownNode,
     injection_event_stream,
+    resolve_node,
 )
 from pytest_injection_events.node import POINTS, FakeNode
 
@@ -29,7 +37,7 @@ def hit(node: FakeNode, name: str, shard: int = 0) -> None:
     node.call(lambda: node.injector.inject(name, lambda: None, shard=shard))
 
 
-# -- every §5 call ----------------------------------------------------------------
+# -- every API call ---------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -186,6 +194,31 @@ def test_bad_target_is_refused_at_once(target: str, words: str) -> None:
 # -- errors -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("parameters", "words"),
+    [
+        ({"ms": None}, "parameter 'ms': keys are str and values str, int, float or bool"),
+        ({"ms": [1]}, "got list [1]"),
+        ({"ms": {"a": 1}}, "got dict"),
+        ({1: "x"}, "parameter 1: keys are str"),
+        (["ms"], "parameters must be a dict, got list"),
+    ],
+)
+def test_parameter_values_are_refused_before_any_request(parameters: object, words: str) -> None:
+    """`None` would reach the node as the text "None": a TypeError names the key instead.
+
+    The node's port is closed, so a request would have been a NodeUnreachable.
+    """
+    api = InjectionApi(f"127.0.0.1:{closed_port()}")
+    for call in (
+        lambda: asyncio.run(api.enable_injection("p", parameters=parameters)),  # type: ignore[arg-type]
+        lambda: api.sync.enable_injection("p", parameters=parameters),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(BadParameters, match=words.replace("[", r"\[")) as caught:
+            call()
+        assert isinstance(caught.value, TypeError)
+
+
 @pytest.mark.asyncio
 async def test_a_4xx_is_api_error_with_status_and_the_nodes_message(node: FakeNode) -> None:
     api = InjectionApi(node.url)
@@ -215,8 +248,9 @@ async def test_token_is_sent_and_a_missing_one_is_a_401() -> None:
 async def test_unreachable_node_is_a_clear_connection_error() -> None:
     port = closed_port()
     api = InjectionApi(f"127.0.0.1:{port}")
-    with pytest.raises(ConnectionError) as caught:
+    with pytest.raises(NodeUnreachable) as caught:
         await api.get_enabled_injections()
+    assert isinstance(caught.value, ConnectionError)  # what ScyllaDB's client code catches
     assert not isinstance(caught.value, ApiError)
     message = str(caught.value)
     assert message.startswith(
@@ -276,7 +310,7 @@ async def test_sync_view_refuses_inside_a_running_loop(node: FakeNode) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(
-            RuntimeError,
+            SyncCallInLoop,  # a RuntimeError too
             match=r"^SyncInjectionApi blocks; in async code use `await` on InjectionApi$",
         ):
             api.sync.enable_injection("p")
@@ -316,3 +350,32 @@ async def test_a_given_session_is_used_and_left_open(
         assert api._session is http
     assert not http.closed
     assert await InjectionApi(node.url, session=http).get_enabled_injections() == ["p"]
+
+
+# -- nodes given by URL, and naming one ----------------------------------------------
+
+
+def test_remote_cluster_is_shaped_like_a_fake_cluster() -> None:
+    cluster = RemoteCluster(["db1", "http://db2:7000", "[::1]:9"])
+    assert cluster.urls == ["http://db1:10000", "http://db2:7000", "http://[::1]:9"]
+    assert len(cluster) == 3 and cluster[1].node_id == "db2:7000"
+    assert [node.host for node in cluster] == ["db1", "db2", "::1"]
+    with pytest.raises(ValueError, match="not a node address"):
+        RemoteCluster(["db1", "not a url"])
+
+
+def test_resolve_node_by_index_id_url_or_object() -> None:
+    with FakeCluster(2) as cluster:
+        urls = cluster.urls
+        assert resolve_node(0, urls) == resolve_node(-2, urls) == urls[0]
+        assert resolve_node(cluster[1], urls) == urls[1]  # anything with .url
+        assert resolve_node(cluster[1].node_id, urls) == urls[1]
+        assert resolve_node(urls[1], urls) == urls[1]
+        for wrong, words in [
+            (2, "node=2 but there are 2 node(s)"),
+            (True, "node=True is none of"),
+            ("10.0.0.1:1", "node='10.0.0.1:1' is none of"),
+        ]:
+            with pytest.raises(UnknownNode, match=words.replace("(", r"\(").replace(")", r"\)")):
+                resolve_node(wrong, urls)
+    assert issubclass(UnknownNode, ValueError) and issubclass(UnknownNode, InjectionEventsError)

@@ -1,4 +1,4 @@
-"""The pytest plugin as a user meets it (SPEC §8): inner pytest runs driven by `pytester`.
+"""The pytest plugin as a user meets it: inner pytest runs driven by `pytester`.
 
 Inner runs are in-process (fast); the ones that need a fresh interpreter (xdist
 workers, marker registration) live in `test_plugin_xdist.py`. The outer conftest's
@@ -79,48 +79,50 @@ def outer_node() -> Iterator[FakeNode]:
 # -- loading -------------------------------------------------------------------------
 
 USES_PLUGIN = """
-import pytest_injection_events
+import pytest_injection_events.plugin
 
 
 def test_uses_fixtures(request, injection_node, injection_api):
-    plugins = request.config.pluginmanager.get_plugins()
-    assert sum(p is pytest_injection_events for p in plugins) == 1
+    manager = request.config.pluginmanager
+    assert sum(p is pytest_injection_events.plugin for p in manager.get_plugins()) == 1
+    assert manager.hasplugin("pytest_injection_events")
+    assert manager.hasplugin("pytest_injection_events.plugin")
     assert injection_api.url == injection_node.url
     assert injection_api.sync.get_enabled_injections() == []
 """
 
+CONFTESTS = {
+    "none": None,
+    "package": 'pytest_plugins = ["pytest_injection_events"]',
+    "plugin-module": 'pytest_plugins = ["pytest_injection_events.plugin"]',
+}
 
-def test_loads_by_entry_point_without_conftest(inner: pytest.Pytester) -> None:
-    """An installed plugin needs nothing in the user's tree."""
+
+@pytest.mark.parametrize("conftest", CONFTESTS)
+@pytest.mark.parametrize(
+    "args",
+    [[], ["-p", "pytest_injection_events"], ["-p", "pytest_injection_events.plugin"]],
+    ids=["no-p", "p-package", "p-plugin-module"],
+)
+def test_every_way_of_loading_registers_the_plugin_once(
+    inner: pytest.Pytester, conftest: str, args: list[str]
+) -> None:
+    """Entry point, conftest and `-p`, alone or together, in either spelling: one plugin.
+
+    pytest raises ValueError when one module is registered under two names; the
+    plugin takes its other name as it registers, so none of these can do that.
+    """
+    if CONFTESTS[conftest]:
+        inner.makeconftest(CONFTESTS[conftest])
     make_tests(inner, USES_PLUGIN)
-    inner.runpytest().assert_outcomes(passed=1)
-
-
-def test_conftest_pytest_plugins_with_entry_point_registers_once(inner: pytest.Pytester) -> None:
-    """Both ways at once must not raise pytest's double-registration ValueError."""
-    inner.makeconftest('pytest_plugins = ["pytest_injection_events"]')
-    make_tests(inner, USES_PLUGIN)
-    result = inner.runpytest()
+    result = inner.runpytest(*args)
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*already registered*")
-    # A third way on top: `-p` with the same name.
-    inner.runpytest("-p", "pytest_injection_events").assert_outcomes(passed=1)
 
 
-def test_no_option_turns_the_plugin_off(inner: pytest.Pytester) -> None:
-    """`-p no:` wins over the entry point and over a conftest's `pytest_plugins`."""
-    make_tests(inner, USES_PLUGIN)
-    result = inner.runpytest("-p", "no:pytest_injection_events")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*fixture 'injection_node' not found*"])
-    inner.makeconftest('pytest_plugins = ["pytest_injection_events"]')
-    result = inner.runpytest("-p", "no:pytest_injection_events")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*fixture 'injection_node' not found*"])
-
-
+@pytest.mark.parametrize("conftest", ["package", "plugin-module"])
 def test_conftest_way_works_without_plugin_autoload(
-    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, conftest: str
 ) -> None:
     """With entry points off, `pytest_plugins` in a conftest is how a user opts in."""
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -128,8 +130,39 @@ def test_conftest_way_works_without_plugin_autoload(
     result = inner.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'injection_node' not found*"])
-    inner.makeconftest('pytest_plugins = ["pytest_injection_events"]')
+    inner.makeconftest(CONFTESTS[conftest])
     inner.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("conftest", ["none", "package"])
+def test_no_option_turns_the_plugin_off(inner: pytest.Pytester, conftest: str) -> None:
+    """`-p no:` wins over the entry point and over a conftest's `pytest_plugins`."""
+    if CONFTESTS[conftest]:
+        inner.makeconftest(CONFTESTS[conftest])
+    make_tests(inner, USES_PLUGIN)
+    result = inner.runpytest("-p", "no:pytest_injection_events")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'injection_node' not found*"])
+    result.stdout.no_fnmatch_line("*--injection-node-url*")
+
+
+@pytest.mark.parametrize(
+    ("conftest", "blocked"),
+    [
+        ("plugin-module", "pytest_injection_events"),
+        ("none", "pytest_injection_events.plugin"),
+    ],
+)
+def test_turned_off_under_one_name_and_loaded_under_the_other_is_a_usage_error(
+    inner: pytest.Pytester, conftest: str, blocked: str
+) -> None:
+    """A run that both turns the plugin off and loads it: say so, never half of each."""
+    if CONFTESTS[conftest]:
+        inner.makeconftest(CONFTESTS[conftest])
+    make_tests(inner, USES_PLUGIN)
+    result = inner.runpytest("-p", f"no:{blocked}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*the plugin is turned off (-p no:{blocked}) but was also*"])
 
 
 # -- options and ini keys -----------------------------------------------------------
@@ -219,6 +252,7 @@ def test_cluster_size_and_shards(
         ({}, ["--injection-timeout=abc"], "*--injection-timeout: invalid float value*"),
         ({}, ["--injection-node-url=ftp://node"], "*--injection-node-url: not a node address*"),
         ({}, ["--injection-node-url=node:99999"], "*--injection-node-url: bad port*"),
+        ({}, ["--injection-node-url", "not a url"], "*--injection-node-url: not a node address*"),
     ],
 )
 def test_bad_settings_are_usage_errors(
@@ -363,7 +397,7 @@ def test_marker_enables_before_the_body_and_checks_after(inner: pytest.Pytester)
 def test_marker_fails_a_test_that_never_hits_with_the_timeout_message(
     inner: pytest.Pytester,
 ) -> None:
-    """A near miss of a declared point gets the §7 did-you-mean hint."""
+    """A near miss of a declared point gets the did-you-mean hint of the timeout message."""
     make_tests(
         inner,
         """
@@ -449,6 +483,99 @@ def test_stacked_markers_each_must_be_hit(inner: pytest.Pytester) -> None:
     result.stdout.no_fnmatch_line("*waiting for injection 'kv_write_delay'*")
 
 
+def test_marker_count_beyond_the_shards_of_a_one_shot_is_refused_before_the_body(
+    pytester: pytest.Pytester,
+) -> None:
+    """A one-shot fires once per shard: with 2 shards, count=3 would fail after 30 s."""
+    make_ini(pytester, injection_shards="2")
+    make_tests(
+        pytester,
+        """
+        BODIES = []
+
+
+        @pytest.mark.wait_for_injection("kv_write_delay", count=3)
+        def test_impossible(injection_node):
+            BODIES.append(1)
+
+
+        @pytest.mark.wait_for_injection("kv_write_delay", count=2, parameters={"ms": 1})
+        def test_possible(injection_node):
+            def entered():
+                return injection_node.injector.enter_count("kv_write_delay")
+
+            keys = iter(range(1000))  # keys map to shards: write until both took their one hit
+            while injection_node.call(entered) < 2:
+                put(injection_node.url, key=f"k{next(keys)}")
+
+
+        def test_body_never_ran():
+            assert BODIES == []
+        """,
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--injection-timeout=10")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*wait_for_injection('kv_write_delay'): count=3 can never be reached: one_shot=True "
+            "fires at most once per shard and the 1 node(s) have 2 shard(s) in all; "
+            "pass one_shot=False or count<=2"
+        ]
+    )
+
+
+def test_injection_node_options_fixture_shapes_every_fake_node(inner: pytest.Pytester) -> None:
+    """Overridden in a conftest, with no code of ours to touch, like any config fixture."""
+    inner.makeconftest(
+        """
+        import pytest
+
+
+        @pytest.fixture
+        def injection_node_options(injection_node_options):
+            return {**injection_node_options, "shards": 3}
+        """
+    )
+    make_tests(
+        inner,
+        """
+        def test_node(injection_node, injection_api):
+            assert len(injection_api.sync.get_injection("kv_write_delay")) == 3
+
+
+        def test_cluster(injection_cluster):
+            assert [node.injector.shards for node in injection_cluster] == [3, 3, 3]
+        """,
+    )
+    inner.runpytest().assert_outcomes(passed=2)
+
+
+def test_a_failed_direct_wait_shows_the_test_line_and_the_message(inner: pytest.Pytester) -> None:
+    """No frame of the package between the test's line and the timeout message."""
+    make_tests(
+        inner,
+        """
+        def test_waits(injection_node, injection_event_stream):
+            injection_event_stream.wait_for_injection_sync("kv_write_delay", 0.1)
+        """,
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    failure = output[output.index("_ test_waits _") : output.index("short test summary")]
+    result.stdout.fnmatch_lines(
+        [
+            '>       injection_event_stream.wait_for_injection_sync("kv_write_delay", 0.1)',
+            "E   *InjectionTimeout: timed out after 0.1s waiting for injection 'kv_write_delay'*",
+        ]
+    )
+    assert "pytest_injection_events/" not in failure  # no frame of the package's files
+    assert len(failure.splitlines()) < 25, failure
+    # --full-trace still shows everything, for whoever debugs the package itself.
+    full = inner.runpytest("--full-trace").stdout.str()
+    assert "pytest_injection_events/" in full
+
+
 def test_marker_count(inner: pytest.Pytester) -> None:
     """`count=3` needs three hits; two are a timeout that says `count 3`."""
     make_tests(
@@ -527,7 +654,9 @@ def test_marker_node_picks_one_node_of_the_cluster(inner: pytest.Pytester) -> No
         ("'x', timeout=float('nan')", "*timeout must be a number of seconds >= 0, got nan*"),
         ("'x', timeout=True", "*timeout must be a number of seconds >= 0, got True*"),
         ("'x', parameters=['ms']", "*parameters must be a dict, got list*"),
-        ("'x', node=5", "*node=5 but the test has 1 node(s)*"),
+        ("'x', node=5", "*node=5 but there are 1 node(s)*"),
+        ("'x', parameters={'ms': None}", "*parameter 'ms': *got NoneType None*"),
+        ("'x', count=2", "*count=2 can never be reached: one_shot=True fires at most once per*"),
         ("'x', node='10.0.0.1:1'", "*node='10.0.0.1:1' is none of*"),
     ],
 )
