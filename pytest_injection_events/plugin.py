@@ -255,9 +255,13 @@ def injection_api(request: pytest.FixtureRequest, injection_node: Any) -> Inject
 
 
 def _stream_targets(request: pytest.FixtureRequest) -> list[str]:
+    """The nodes a stream starts on: the test's cluster or node; none in a test that
+    uses neither (it attaches the servers the body creates, as it names them)."""
     if "injection_cluster" in request.fixturenames:
         return list(request.getfixturevalue("injection_cluster").urls)
-    return [request.getfixturevalue("injection_node").url]
+    if "injection_node" in request.fixturenames or request.node.get_closest_marker(MARKER):
+        return [request.getfixturevalue("injection_node").url]
+    return []
 
 
 @pytest.fixture(name="injection_event_stream")
@@ -265,7 +269,8 @@ def injection_event_stream_fixture(
     request: pytest.FixtureRequest,
 ) -> Iterator[InjectionEventStream]:
     """A stream open before the test body: on `injection_node`, or on every node of
-    `injection_cluster` when the test uses it. Works in sync and async tests."""
+    `injection_cluster` when the test uses it, else on no node yet (`add_node`,
+    `mark` and `node=` attach the servers the body creates). Sync and async tests."""
     stream = InjectionEventStream(_stream_targets(request), token=_settings(request.config).token)
     try:
         stream.__enter__()

@@ -740,7 +740,7 @@ def test_node_urls_replace_the_fake_nodes(
 
 def test_unreachable_node_url_is_one_clear_line(inner: pytest.Pytester) -> None:
     """A given node that is down errors the test with the reason, not an aiohttp traceback."""
-    make_tests(inner, "def test_x(injection_event_stream):\n    pass\n")
+    make_tests(inner, "def test_x(injection_node, injection_event_stream):\n    pass\n")
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
