@@ -94,7 +94,7 @@ def test_three_nodes_answer_and_sigterm_exits_0() -> None:
             assert url.startswith("http://127.0.0.1:")
             assert request("GET", f"{url}{API}/injection")[:2] == (200, [])
             status, points, _ = request("GET", f"{url}{API}/points")
-            assert status == 200 and len(points) == 7
+            assert status == 200 and len(points) == 8
         status, body, _ = request("PUT", f"{urls[0]}/kv/k", b"v")  # the nodes know each other
         assert status == 200
         assert sorted(body["replicated_to"]) == sorted(ids[1:])

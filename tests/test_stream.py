@@ -444,22 +444,22 @@ async def test_boot_marks_which_life_a_resume_point_belongs_to(
 
 
 @pytest.mark.asyncio
-async def test_restarted_fake_node_resumes_without_duplicates(
+async def test_restarted_fake_node_is_read_from_its_first_event(
     node: FakeNode, http: aiohttp.ClientSession
 ) -> None:
-    """A FakeNode restarted in place keeps its event log and its numbering, so it is the
-    same life: a reader resuming with its boot and Last-Event-ID gets only what is new."""
+    """A FakeNode restarted in place is a new life (a fresh event log, a new boot): a
+    reader resuming with the old boot and Last-Event-ID gets the new life from seq 1."""
     events_so_far(node, 3)
     async with open_stream(http, node.url, {"last_event_id": "0"}) as stream:
         boot = stream.response.headers["X-Injection-Boot"]
         last = (await stream.take(3))[-1].id
     node.stop()
     node.start()
-    hit(node, "p", 2)
+    events_so_far(node, 2)
     params = {"boot": boot, "last_event_id": last}
     async with open_stream(http, node.url, params) as stream:
-        assert stream.response.headers["X-Injection-Boot"] == boot
-        assert seqs(await stream.take(2)) == [4, 5]
+        assert stream.response.headers["X-Injection-Boot"] == node.boot_id != boot
+        assert seqs(await stream.take(2)) == [1, 2]
 
 
 def test_raw_stream_is_the_reader_used_here() -> None:
