@@ -65,6 +65,7 @@ async def test_async_test_with_servers_added_in_the_body(
             await stream.wait_for_injection(POINT, node=servers[2], after=mark, timeout=0.2)
         await manager.server_restart(servers[2].server_id)
         await InjectionApi(servers[2]).enable_injection(POINT, parameters={"ms": 0})
+        mark = await stream.mark(servers[2])  # a new life: what came before is not news
         async with http.put(f"{servers[2].url}/kv/k", data=b"v", params={"replicate": "false"}):
             pass
         after = await stream.wait_for_injection(POINT, node=servers[2], after=mark, timeout=10)
@@ -94,6 +95,7 @@ def test_sync_test_with_nodes_added_in_the_body(
     after = stream.wait_for_injection_sync(POINT, node=names[0], after=mark, timeout=10)
     cluster.restart_node(nodes[0])
     InjectionApi(nodes[0]).sync.enable_injection(POINT, parameters={"ms": 0})
+    mark = stream.mark_sync(names[0])  # a mark after a restart also tells polling of it
     put(nodes[0].url)
     put(nodes[0].url)
     again = stream.wait_for_injection_sync(POINT, node=names[0], after=mark, count=2, timeout=10)
