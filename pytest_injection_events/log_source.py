@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import StreamConnectError
 from .events import DISABLE, ENABLE, ENTER, RESUME, InjectionEvent
+from .injector import HANDLER, WAIT_FOR_MESSAGE
 from .protocol import LOG_LOGGER, parse_framework_message, parse_log_line
 from .source import NodeSource, StreamHost
 
@@ -99,6 +100,10 @@ class LogSource(NodeSource):
         self._partial = b""
         self._since: float | None = None  # drop lines stamped before this (a late attach)
         self._kinds: dict[str, str | None] = {}  # the kind of each injection seen entering
+        #: (name, shard) whose last line was `Triggering injection "NAME" with injection
+        #: handler`: a breakpoint is a handler point, so its `NAME: waiting for message`
+        #: that follows (at debug level) is the same hit, not a second one.
+        self._handler_entered: set[tuple[str | None, int]] = set()
         self._watch: _Inotify | None = None
         self._poller: asyncio.Task[None] | None = None
 
@@ -183,7 +188,14 @@ class LogSource(NodeSource):
                 if line.timestamp < self._since:
                     continue
                 self._since = None  # the file is in time order: the rest is all new
+            where = (said.injection, line.shard)
+            follows_handler_line = where in self._handler_entered
+            self._handler_entered.discard(where)
             if said.phase == ENTER:
+                if follows_handler_line and said.kind == WAIT_FOR_MESSAGE:
+                    continue  # the breakpoint's own line for the hit just numbered
+                if said.kind == HANDLER:
+                    self._handler_entered.add(where)
                 self._kinds[said.injection or ""] = said.kind
             self.seq += 1
             self.deliver(

@@ -126,6 +126,8 @@ async def test_a_breakpoint_parks_and_the_wait_sees_it_on_its_node(
             )
             assert resumed.node == event.node
     assert event.node == stream.node_id(target)
+    entered = [e for e in stream.events if e.phase == "enter" and e.node == event.node]
+    assert len(entered) == 1  # at debug level too, where the log says it twice
 
 
 # -- marks: what came before never satisfies a wait ---------------------------------------
