@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 from .client import InjectionApi
 from .events import ENTER, InjectionEvent
@@ -69,8 +70,8 @@ class PollSource(NodeSource):
             await asyncio.sleep(period)
             period = min(period * POLL_FACTOR, POLL_CAP)
 
-    async def _refresh(self, names: object, announce: bool = True) -> None:
-        names = list(names)  # type: ignore[call-overload]
+    async def _refresh(self, names: Iterable[str], announce: bool = True) -> None:
+        names = list(names)
         counts = await asyncio.gather(
             *(self._api.get_enter_count(name) for name in names), return_exceptions=True
         )

@@ -21,7 +21,9 @@ from .protocol import PREFIX, auth_headers
 class StreamHost(Protocol):
     """The side of `InjectionEventStream` its sources see."""
 
-    session: aiohttp.ClientSession
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
     token: str | None
     connect_timeout: float
     read_timeout: float

@@ -516,10 +516,10 @@ class InjectionEventStream:
         backlog = list(self.events) if from_start else []
         self._listeners.append(listener)
         try:
-            for event in backlog:
-                yield event
-            while (event := await listener[1].get()) is not None:
-                yield event
+            for old in backlog:
+                yield old
+            while (new := await listener[1].get()) is not None:
+                yield new
         finally:
             self._listeners.remove(listener)
 

@@ -14,7 +14,7 @@ import time
 
 import aiohttp
 
-from .errors import StreamConnectError
+from .errors import InjectionEventsError, StreamConnectError
 from .events import GAP, GAP_SLOW_CLIENT, InjectionEvent
 from .protocol import BOOT_HEADER, EVENTS_PATH, LAST_SEQ_HEADER, NODE_HEADER, auth_headers
 from .source import NodeSource, StreamHost
@@ -31,7 +31,7 @@ _PROBE = "pytest-injection-events.position"
 _log = logging.getLogger("pytest_injection_events.client")
 
 
-class NoStream(Exception):
+class NoStream(InjectionEventsError):
     """The node has no event stream (404, or not `text/event-stream`)."""
 
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import EventsLost
+from .errors import EventsLost, InjectionEventsError
 from .events import GAP, GAP_DROPPED, InjectionEvent
 
 
@@ -34,7 +34,7 @@ class Mark:
         return life < self.life or (life == self.life and (seq or 0) <= self.seq)
 
 
-class Expired(Exception):
+class Expired(InjectionEventsError):
     """A wait's timer ran out (the stream turns it into InjectionTimeout)."""
 
 
