@@ -86,7 +86,7 @@ class _Done:
     __slots__ = ()
 
     def __await__(self) -> Generator[None, None, None]:
-        yield from ()
+        return iter(())  # type: ignore[return-value]  # a tuple iterator: no generator to make
 
 
 _DONE = _Done()
