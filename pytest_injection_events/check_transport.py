@@ -1,0 +1,409 @@
+"""How the conformance check talks to a server: raw answers, stream readers, triggers, a log.
+
+Raw aiohttp rather than the client, because the check must see exact statuses,
+headers and bytes (docs/conformance.md). Every step is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from .check_report import CheckError
+from .protocol import EVENTS_PATH, PREFIX, auth_headers
+from .sse import SSEDecoder, SSEMessage
+
+#: How much of a body an answer keeps (for the report), and of the stream's first bytes.
+BODY_KEPT = 300
+HEAD_KEPT = 200
+
+
+@dataclass
+class Answer:
+    """One request and what came back: status, body text, and the JSON it holds if any."""
+
+    request: str
+    status: int
+    text: str
+    content_type: str
+    headers: dict[str, str]
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return _NOT_JSON
+
+    @property
+    def is_json(self) -> bool:
+        return self.json is not _NOT_JSON
+
+    def shown(self) -> str:
+        body = self.text if len(self.text) <= 80 else self.text[:77] + "..."
+        return f"{self.request} -> {self.status} {body!r}"
+
+
+_NOT_JSON = object()
+
+
+class Http:
+    """Requests to one server with its token, each bounded by `timeout` seconds."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None, timeout: float):
+        self.session = session
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+
+    def path(self, *segments: str) -> str:
+        """`/v2/error_injection/a/b` with each segment percent-encoded (names may hold `/`)."""
+        return PREFIX + "".join("/" + quote(s, safe="") for s in segments)
+
+    def full(self, path: str) -> URL:
+        return URL(self.url + path, encoded=True)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """The answer, or a ConnectionError that names the request (unreachable, no answer)."""
+        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params)
+        shown = f"{method} {path}{'?' + query if query else ''}"
+        if body is not None:
+            shown += f" {json.dumps(body)}"
+        sent = {**auth_headers(self.token), **(headers or {})}
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            sent["Content-Type"] = "application/json"
+        url = self.full(path + (f"?{query}" if query else ""))
+
+        async def send() -> Answer:
+            async with self.session.request(method, url, data=data, headers=sent) as response:
+                text = await response.text(errors="replace")
+                return Answer(
+                    shown, response.status, text, response.content_type, dict(response.headers)
+                )
+
+        try:
+            return await asyncio.wait_for(send(), self.timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"{shown}: no answer within {self.timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{shown}: {str(exc) or type(exc).__name__}") from None
+
+
+@dataclass
+class Received:
+    """One message of a stream, when it arrived (time.time()) and its decoded data."""
+
+    message: SSEMessage
+    at: float
+    data: Any
+
+    @property
+    def phase(self) -> Any:
+        return self.data.get("phase") if isinstance(self.data, dict) else None
+
+    @property
+    def injection(self) -> Any:
+        return self.data.get("injection") if isinstance(self.data, dict) else None
+
+    @property
+    def seq(self) -> Any:
+        return self.data.get("seq") if isinstance(self.data, dict) else None
+
+
+class StreamRefused(Exception):
+    """The server did not open the stream (a status other than 200); carries the answer."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.shown())
+        self.answer = answer
+
+
+class StreamReader:
+    """One client of the event stream, read in the background; `wait` waits for its state."""
+
+    def __init__(
+        self,
+        http: Http,
+        params: Sequence[tuple[str, str]] = (),
+        headers: dict[str, str] | None = None,
+        *,
+        read: bool = True,
+    ) -> None:
+        self.http = http
+        self.params = list(params)
+        self.headers = dict(headers or {})
+        self.read = read
+        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in self.params)
+        self.request = f"GET {EVENTS_PATH}{'?' + query if query else ''}" + "".join(
+            f" [{k}: {v}]" for k, v in self.headers.items()
+        )
+        self._url = http.full(EVENTS_PATH + (f"?{query}" if query else ""))
+        self.decoder = SSEDecoder()
+        self.messages: list[Received] = []
+        self.head = b""
+        self.comments = 0  # `:` lines (heartbeats) seen so far
+        self._line = b""
+        self.status: int | None = None
+        self.content_type = ""
+        self.response_headers: dict[str, str] = {}
+        self.ended = False
+        self.error: str | None = None
+        self._response: aiohttp.ClientResponse | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def open(self) -> StreamReader:
+        """Connect and start reading; StreamRefused if the answer is not a 200."""
+        sent = {**auth_headers(self.http.token), **self.headers}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.http.timeout)
+        try:
+            response = await asyncio.wait_for(
+                self.http.session.get(self._url, headers=sent, timeout=timeout), self.http.timeout
+            )
+        except asyncio.TimeoutError:
+            raise ConnectionError(
+                f"{self.request}: no answer within {self.http.timeout:g}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{self.request}: {str(exc) or type(exc).__name__}") from None
+        self._response = response
+        self.status = response.status
+        self.content_type = response.headers.get("Content-Type", "")
+        self.response_headers = dict(response.headers)
+        if response.status != 200:
+            try:
+                text = await asyncio.wait_for(response.text(errors="replace"), self.http.timeout)
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                text = ""
+            response.close()
+            raise StreamRefused(
+                Answer(self.request, response.status, text[:BODY_KEPT], self.content_type, {})
+            )
+        if self.read:
+            self.start_reading()
+        return self
+
+    def start_reading(self) -> None:
+        if self._pump is None:
+            self._pump = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        assert self._response is not None
+        try:
+            async for chunk in self._response.content.iter_any():
+                now = time.time()
+                if len(self.head) < HEAD_KEPT:
+                    self.head += chunk[: HEAD_KEPT - len(self.head)]
+                self._count_comments(chunk)
+                for message in self.decoder.feed(chunk):
+                    try:
+                        data = json.loads(message.data)
+                    except ValueError:
+                        data = None
+                    self.messages.append(Received(message, now, data))
+                self._changed.set()
+        except (aiohttp.ClientError, OSError) as exc:
+            self.error = str(exc) or type(exc).__name__
+        finally:
+            self.ended = True
+            self._changed.set()
+
+    def _count_comments(self, chunk: bytes) -> None:
+        """Count `:` lines as they come: the decoder counts a comment only once the block
+        it sits in ends, and a heartbeat on a quiet stream sits in no finished block."""
+        lines = (self._line + chunk).split(b"\n")
+        self._line = lines.pop()
+        self.comments += sum(1 for line in lines if line.startswith(b":"))
+
+    def poke(self) -> None:
+        """Make `wait` look at its condition again (something else changed)."""
+        self._changed.set()
+
+    async def wait(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """True once `condition()` holds; False if the stream ended or `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if condition():
+                return True
+            remaining = deadline - time.monotonic()
+            if self.ended or remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return condition()
+
+    def events(self, injection: str | None = None, phase: str | None = None) -> list[Received]:
+        return [
+            r
+            for r in self.messages
+            if (injection is None or r.injection == injection)
+            and (phase is None or r.phase == phase)
+        ]
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        if self._response is not None:
+            self._response.close()
+        self.ended = True
+
+
+class TriggerFailed(Exception):
+    """The trigger could not make the server pass through the point."""
+
+
+class WorkloadTrigger:
+    """Our fake node's workload: `PUT /kv/{key}` passes the write points on the key's shard."""
+
+    def __init__(self, http: Http, point: str, parameters: dict[str, str] | None = None):
+        self.http = http
+        self.point = point
+        self.parameters = dict(parameters or {})
+        self.chooses_shard = True
+        self._keys: dict[tuple[int, int], int] = {}
+
+    def describe(self) -> str:
+        return f"fake node workload: PUT /kv/{{key}} passes {self.point!r} on the key's shard"
+
+    def key_for(self, shard: int, shards: int) -> str:
+        """A fresh key on `shard`: the fake node puts a key on crc32(key) % shards (node.py)."""
+        n = self._keys.get((shard, shards), 0)
+        while True:
+            key = f"check-s{shard}-{n}"
+            n += 1
+            if zlib.crc32(key.encode()) % shards == shard:
+                self._keys[(shard, shards)] = n
+                return key
+
+    async def run(self, shard: int | None, shards: int) -> str:
+        key = self.key_for(shard or 0, shards)
+        path = f"/kv/{key}"
+        try:
+            answer = await self.http.request("PUT", path, params=[("replicate", "false")])
+        except ConnectionError as exc:
+            raise TriggerFailed(str(exc)) from None
+        if answer.status != 200:
+            raise TriggerFailed(answer.shown())
+        return f"PUT {path}?replicate=false"
+
+
+class CommandTrigger:
+    """A shell command the user gives that makes the server pass through `point`."""
+
+    def __init__(self, point: str, command: str, timeout: float) -> None:
+        self.point = point
+        self.command = command
+        self.timeout = timeout
+        self.parameters: dict[str, str] = {}
+        self.chooses_shard = False
+
+    def describe(self) -> str:
+        return f"command {self.command!r} passes {self.point!r}"
+
+    async def run(self, shard: int | None, shards: int) -> str:
+        process = await asyncio.create_subprocess_shell(
+            self.command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, err = await asyncio.wait_for(process.communicate(), self.timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise TriggerFailed(
+                f"trigger {self.command!r} did not finish within {self.timeout:g}s"
+            ) from None
+        if process.returncode != 0:
+            last = (err or b"").decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise TriggerFailed(
+                f"trigger {self.command!r} exited {process.returncode}: {last[0][:200]}"
+            )
+        return f"trigger {self.command!r}"
+
+
+class LogTail:
+    """Notes when lines about one injection appear in a log file (polled every millisecond)."""
+
+    PERIOD = 0.001
+
+    def __init__(self, path: str, point: str) -> None:
+        self.path = path
+        self.needles = (f"{point}: waiting for message", f'"{point}"')
+        self.seen: list[float] = []  # time.time() each matching line was noticed
+        self._task: asyncio.Task[None] | None = None
+        self._file: BinaryIO | None = None
+        self._changed = asyncio.Event()
+
+    def start(self) -> None:
+        try:
+            self._file = open(self.path, "rb")  # closed by close()
+        except OSError as exc:
+            raise CheckError(f"cannot read the log {self.path}: {exc.strerror or exc}") from None
+        self._file.seek(0, os.SEEK_END)
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        pending = b""
+        while True:
+            chunk = self._file.read()  # a regular file: returns at once
+            if chunk:
+                now = time.time()
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    text = line.decode(errors="replace")
+                    if any(needle in text for needle in self.needles) and (
+                        "waiting for message" in text or "Triggering" in text
+                    ):
+                        self.seen.append(now)
+                        self._changed.set()
+            await asyncio.sleep(self.PERIOD)
+
+    async def wait_count(self, count: int, timeout: float) -> float | None:
+        """When the `count`-th matching line was noticed, or None if not within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return self.seen[count - 1] if len(self.seen) >= count else None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._file is not None:
+            self._file.close()
