@@ -17,7 +17,8 @@ from .check_report import CheckError, Finding, Latency, Report
 from .check_rest import check_one_shot, check_rest
 from .check_run import CheckRun, Trigger
 from .check_stream import check_stream
-from .check_transport import CommandTrigger, Http, TriggerFailed, WorkloadTrigger
+from .check_transport import Http
+from .check_triggers import CommandTrigger, TriggerFailed, WorkloadTrigger
 from .node import KV_WRITE_BEFORE_APPLY, KV_WRITE_DELAY
 from .protocol import base_url
 

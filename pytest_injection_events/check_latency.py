@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .check_report import Latency
 from .check_run import CheckRun, Trigger
-from .check_transport import LogTail, StreamRefused
+from .check_transport import StreamRefused
+from .check_triggers import LogTail
 
 #: How long a log line may take to appear after its event before the log is given up on.
 LOG_WAIT = 2.0

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+from .check_events import seq_of, seq_problems
 from .check_run import CheckRun
-from .check_stream import seq_of, seq_problems
 from .check_transport import Received, StreamReader, StreamRefused
 
 #: Control events made at a time while looking for a gap, and for the slow client.

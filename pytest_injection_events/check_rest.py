@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .check_events import is_int
 from .check_run import CheckRun, Hit
-from .check_transport import Answer, StreamRefused, TriggerFailed
+from .check_transport import Answer, StreamRefused
+from .check_triggers import TriggerFailed
 
 
 def json_200(answer: Answer) -> list[str]:
@@ -49,10 +51,6 @@ def shard_states(answer: Answer, enabled: bool, parameters: dict[str, str]) -> l
                 f"shard {shard}: parameters {pairs!r} do not match those enabled {parameters!r}"
             )
     return problems
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 async def check_rest(run: CheckRun) -> None:
@@ -216,5 +214,5 @@ async def check_one_shot(run: CheckRun) -> None:
             "the event after a plain re-enable says one_shot "
             f"{sentinel.event.data.get('one_shot')!r}"
         )
-    how = "on each shard" if aimed else "on the shard it fired on"
+    how = "on each shard" if aimed or run.shards == 1 else "on the shard it fired on"
     report.verdict(check, problems, f"fired once {how}, then disabled there", state.shown())

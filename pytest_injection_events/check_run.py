@@ -13,15 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .check_report import CheckError, Report
-from .check_transport import (
-    Answer,
-    CommandTrigger,
-    Http,
-    Received,
-    StreamReader,
-    TriggerFailed,
-    WorkloadTrigger,
-)
+from .check_transport import Answer, Http, Received, StreamReader
+from .check_triggers import CommandTrigger, TriggerFailed, WorkloadTrigger
 
 #: Kinds of point that park until a message: a hit on one is released by the check.
 PARKING_TYPES = frozenset({"wait_for_message", "handler"})

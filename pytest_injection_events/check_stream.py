@@ -1,4 +1,4 @@
-"""The stream's format, content and filters, delivery from every shard, and one-shot.
+"""The stream's format, content and filters, heartbeat, and delivery from every shard.
 
 See docs/conformance.md for what each finding means.
 """
@@ -9,128 +9,17 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from .check_rest import is_int, json_200
+from .check_events import (
+    default_problems,
+    event_problems,
+    framing_problems,
+    seq_of,
+    seq_problems,
+)
+from .check_rest import json_200
 from .check_run import CheckRun, Hit
-from .check_transport import Received, StreamReader, StreamRefused
+from .check_transport import StreamReader, StreamRefused
 from .protocol import BOOT_HEADER, LAST_SEQ_HEADER, NODE_HEADER
-
-#: The keys of an event and their types, as the check states the protocol (not the server's).
-ENTER_KEYS: dict[str, Any] = {
-    "injection": str,
-    "type": str,
-    "phase": str,
-    "shard": int,
-    "node": str,
-    "seq": int,
-    "timestamp": (int, float),
-    "enter_count": int,
-    "one_shot": bool,
-    "parameters": dict,
-}
-DEFAULT_PHASES = frozenset({"enter", "gap"})
-CONTROL_PHASES = frozenset({"enable", "disable", "message"})
-HEARTBEAT = "0.2"
-
-
-def seq_of(received: Received) -> int | None:
-    """The event's number: its `id:` if numeric, else its `seq` key."""
-    ident = received.message.id
-    if ident is not None and ident.isdigit():
-        return int(ident)
-    return received.seq if is_int(received.seq) else None
-
-
-def framing_problems(reader: StreamReader) -> list[str]:
-    """`id: <seq>`, one `data:` line of a JSON object, no `event:` field."""
-    problems = []
-    for received in reader.messages:
-        message, data = received.message, received.data
-        shown = message.data[:60]
-        if message.event != "message":
-            problems.append(f"an `event: {message.event}` field (EventSource.onmessage misses it)")
-        if "\n" in message.data:
-            problems.append(f"data over several `data:` lines: {shown!r}")
-        if not isinstance(data, dict):
-            problems.append(f"data is not a JSON object: {shown!r}")
-            continue
-        if message.id is None:
-            problems.append(f"an event without an `id:` line: {shown!r}")
-        elif data.get("phase") != "gap" and message.id != str(data.get("seq")):
-            problems.append(f"`id: {message.id}` but seq {data.get('seq')!r}")
-    return problems
-
-
-def seq_problems(reader: StreamReader, *, contiguous: bool, first: int | None = None) -> list[str]:
-    """Seqs strictly increasing; with `contiguous`, no holes (an unfiltered stream)."""
-    problems = []
-    previous = None if first is None else first - 1
-    for received in reader.messages:
-        if received.phase == "gap":
-            missed_to = received.data.get("missed_to")
-            previous = missed_to if is_int(missed_to) else previous
-            continue
-        seq = seq_of(received)
-        if seq is None:
-            continue  # framing_problems says so
-        if previous is not None and seq <= previous:
-            problems.append(f"seq {seq} after {previous}: not strictly increasing")
-        elif previous is not None and contiguous and seq != previous + 1:
-            problems.append(f"seq jumps from {previous} to {seq}: {seq - previous - 1} missing")
-        previous = seq
-    return problems
-
-
-def event_problems(received: Received) -> list[str]:
-    """§4's keys and types: every key on an enter event; shard null on a control event."""
-    data = received.data
-    if not isinstance(data, dict):
-        return []  # framing_problems says so
-    phase = data.get("phase")
-    if phase == "gap":
-        return [
-            f"gap without integer {key}: {data!r}"[:160]
-            for key in ("missed_from", "missed_to")
-            if not is_int(data.get(key))
-        ]
-    problems = []
-    for key, kind in ENTER_KEYS.items():
-        value = data.get(key)
-        if phase in CONTROL_PHASES and key in ("type", "shard", "enter_count"):
-            if key == "shard" and value is not None:
-                problems.append(f"control event {phase!r} with shard {value!r}, not null")
-            continue
-        if key == "parameters" and value is None and data.get("parameters_truncated") is True:
-            continue
-        if key not in data:
-            problems.append(f"{phase} event without key {key!r} (seq {data.get('seq')!r})")
-        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            problems.append(f"{phase} event: {key} is {value!r}, not {_type_name(kind)}")
-    return problems
-
-
-def default_problems(reader: StreamReader) -> list[str]:
-    """The proposal's stream: only `enter` (and `gap`), `injection`/`type` str, `shard` int."""
-    problems = []
-    for received in reader.messages:
-        data = received.data
-        if not isinstance(data, dict):
-            continue
-        phase = data.get("phase")
-        if phase not in DEFAULT_PHASES:
-            problems.append(f"a {phase!r} event (id {received.message.id}) in the default stream")
-            continue
-        if phase == "enter":
-            for key, kind in (("injection", str), ("type", str), ("shard", int)):
-                value = data.get(key)
-                if not isinstance(value, kind) or isinstance(value, bool):
-                    problems.append(
-                        f"enter event with {key} {value!r}: the proposal's is a {kind.__name__}"
-                    )
-    return problems
-
-
-def _type_name(kind: Any) -> str:
-    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
 async def open_or_fail(
@@ -145,6 +34,9 @@ async def open_or_fail(
     except ConnectionError as exc:
         run.report.failed(check, str(exc))
     return None
+
+
+HEARTBEAT = "0.2"
 
 
 def _has(reader: StreamReader, injection: str, phase: str) -> bool:
@@ -167,13 +59,17 @@ async def check_stream(run: CheckRun) -> bool:
         default.request,
     )
     headers = {k.lower(): v for k, v in default.response_headers.items()}
-    missing = [h for h in (BOOT_HEADER, NODE_HEADER, LAST_SEQ_HEADER) if h.lower() not in headers]
+    missing = [
+        f"no {h} header"
+        for h in (BOOT_HEADER, NODE_HEADER, LAST_SEQ_HEADER)
+        if h.lower() not in headers
+    ]
     last_seq = headers.get(LAST_SEQ_HEADER.lower(), "")
     if not missing and not last_seq.isdigit():
         missing.append(f"{LAST_SEQ_HEADER} {last_seq!r} is not an integer")
     report.verdict(
         "stream.headers",
-        [f"no {h} header" if h.startswith("X-") else h for h in missing],
+        missing,
         "X-Injection-Boot, -Node and -Last-Seq",
         default.request,
     )
@@ -208,28 +104,18 @@ async def check_stream(run: CheckRun) -> bool:
 
     seen_seqs = [seq_of(r) for r in default.events(point, "enter")]
     wait = run.timeout
-    await asyncio.gather(
-        *(
-            reader.wait(lambda r=reader: _has(r, point, "disable"), wait)
-            for reader in (every, disables)
-            if reader is not None
-        ),
-        *(
-            [
-                by_name.wait(
-                    lambda: [seq_of(r) for r in by_name.events(point, "enter")] >= seen_seqs, wait
-                )
-            ]
-            if by_name is not None
-            else []
-        ),
-        *(
-            [scratch_all.wait(lambda: _has(scratch_all, scratch, "disable"), wait)]
-            if scratch_all
-            else []
-        ),
-        default.wait(lambda: default.comments > 0, max(1.0, wait / 2)),
-    )
+    waits = [default.wait(lambda: default.comments > 0, max(1.0, wait / 2))]
+    for reader in (every, disables):
+        if reader is not None:
+            waits.append(reader.wait(lambda r=reader: _has(r, point, "disable"), wait))
+    if scratch_all is not None:
+        waits.append(scratch_all.wait(lambda: _has(scratch_all, scratch, "disable"), wait))
+    if by_name is not None:
+        named = by_name
+        waits.append(
+            named.wait(lambda: set(seen_seqs) <= set(map(seq_of, named.events(point))), wait)
+        )
+    await asyncio.gather(*waits)
 
     readers = [r for r in (default, every, by_name, scratch_all, disables) if r is not None]
     framing = [f"{p} (on {r.request})" for r in readers for p in framing_problems(r)]

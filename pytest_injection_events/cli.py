@@ -25,6 +25,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -109,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trigger", metavar="CMD", help="shell command that makes the server pass --point"
     )
     check.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds any one step may take (default 5)"
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        help="seconds any one step may take (default 5)",
     )
     check.add_argument(
         "--hits", type=_positive_int, default=30, help="hits timed for latency (default 30)"
