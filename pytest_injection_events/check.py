@@ -7,6 +7,7 @@ request that showed it. docs/conformance.md describes every check.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import aiohttp
@@ -17,7 +18,7 @@ from .check_report import CheckError, Finding, Latency, Report
 from .check_rest import check_one_shot, check_rest
 from .check_run import CheckRun, Trigger
 from .check_stream import check_stream
-from .check_transport import Http
+from .check_transport import Http, ServerStopped
 from .check_triggers import CommandTrigger, TriggerFailed, WorkloadTrigger
 from .node import KV_WRITE_BEFORE_APPLY, KV_WRITE_DELAY
 from .protocol import base_url
@@ -28,6 +29,9 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_HITS = 30
 DEFAULT_CLIENTS = 20
 DEFAULT_GAP_BUDGET = 1000
+#: The whole run's bound, whatever the server does: this many step timeouts, at least.
+BUDGET_TIMEOUTS = 40
+MIN_BUDGET = 120.0
 
 
 async def run_check(
@@ -71,8 +75,13 @@ async def run_check(
             gap_budget=gap_budget,
             log=log,
         )
+        budget = max(MIN_BUDGET, BUDGET_TIMEOUTS * timeout)
         try:
-            await _stages(run, chosen)
+            await asyncio.wait_for(_stages(run, chosen), budget)
+        except ServerStopped as exc:
+            report.failed("server", f"stopped answering: {exc}", exc.request)
+        except asyncio.TimeoutError:
+            report.failed("server", f"the check did not end within {budget:g}s")
         finally:
             await run.clean_up()
     return report

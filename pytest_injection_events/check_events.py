@@ -80,7 +80,7 @@ def seq_problems(reader: StreamReader, *, contiguous: bool, first: int | None = 
 
 
 def event_problems(received: Received) -> list[str]:
-    """§4's keys and types: every key on an enter event; shard null on a control event."""
+    """The event's keys and types: every key on an enter event; shard null on a control event."""
     data = received.data
     if not isinstance(data, dict):
         return []  # framing_problems says so

@@ -6,6 +6,7 @@ See docs/conformance.md.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 
 from .check_events import seq_of, seq_problems
 from .check_run import CheckRun
@@ -20,6 +21,13 @@ MAKERS = 8
 
 def seqs(reader: StreamReader, point: str) -> list[int | None]:
     return [seq_of(r) for r in reader.events(point, "enter")]
+
+
+def holds_all(
+    reader: StreamReader, point: str, expected: Sequence[int | None]
+) -> Callable[[], bool]:
+    """A condition: `reader` has every seq of `expected` among the point's enter events."""
+    return lambda: set(expected) <= set(seqs(reader, point))
 
 
 async def make_control_events(run: CheckRun, count: int) -> None:
@@ -87,8 +95,8 @@ async def check_reconnect(run: CheckRun, ref: StreamReader) -> None:
         return
     expected = [s for s in seqs(ref, point) if s is not None and s > after]
     for check, reader in (("lifecycle.reconnect", resumed), ("lifecycle.last_event_id", by_query)):
-        await reader.wait(lambda r=reader: set(expected) <= set(seqs(r, point)), run.timeout)
-        got = [s for s in seqs(reader, point)]
+        await reader.wait(holds_all(reader, point, expected), run.timeout)
+        got = seqs(reader, point)
         problems = []
         missing = sorted(set(expected) - set(got))
         if missing:
@@ -123,9 +131,7 @@ async def check_clients(run: CheckRun, ref: StreamReader) -> None:
     for i in range(3):
         await run.hit(ref, i % run.shards if run.trigger.chooses_shard else None)
     expected = seqs(ref, point)[before:]
-    await asyncio.gather(
-        *(r.wait(lambda r=r: set(expected) <= set(seqs(r, point)), run.timeout) for r in readers)
-    )
+    await asyncio.gather(*(r.wait(holds_all(r, point, expected), run.timeout) for r in readers))
     problems = []
     if refused:
         problems.append(f"{len(refused)} of {run.clients} clients refused: {refused[0]}")

@@ -5,7 +5,7 @@ Runs on names no code path hits, so it needs no trigger (docs/conformance.md).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
 
 from .check_events import is_int
 from .check_run import CheckRun, Hit
@@ -54,12 +54,12 @@ def shard_states(answer: Answer, enabled: bool, parameters: dict[str, str]) -> l
 
 
 async def check_rest(run: CheckRun) -> None:
-    """Each REST call of §5 on scratch names; sets `run.shards` from the per-shard array."""
+    """Each REST call on scratch names; sets `run.shards` from the per-shard array."""
     report = run.report
     name, other = run.scratch, run.scratch + "_2"
     parameters = {"check": "1", "words": "two words / and a slash"}
 
-    async def step(check: str, coro: Any) -> Answer | None:
+    async def step(check: str, coro: Awaitable[Answer]) -> Answer | None:
         try:
             return await coro
         except ConnectionError as exc:

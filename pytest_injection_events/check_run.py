@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .check_report import CheckError, Report
-from .check_transport import Answer, Http, Received, StreamReader
+from .check_transport import Answer, Http, Received, ServerStopped, StreamReader
 from .check_triggers import CommandTrigger, TriggerFailed, WorkloadTrigger
 
 #: Kinds of point that park until a message: a hit on one is released by the check.
@@ -174,3 +174,5 @@ class CheckRun:
                 await self.disable(name)
             except ConnectionError:
                 pass
+            except ServerStopped:
+                return

@@ -6,7 +6,7 @@ See docs/conformance.md for what each finding means.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .check_events import (
@@ -18,7 +18,7 @@ from .check_events import (
 )
 from .check_rest import json_200
 from .check_run import CheckRun, Hit
-from .check_transport import StreamReader, StreamRefused
+from .check_transport import StreamReader, StreamRefused, stream_request
 from .protocol import BOOT_HEADER, LAST_SEQ_HEADER, NODE_HEADER
 
 
@@ -32,15 +32,16 @@ async def open_or_fail(
             check, f"the stream refused: answered {exc.answer.status}", exc.answer.shown()
         )
     except ConnectionError as exc:
-        run.report.failed(check, str(exc))
+        run.report.failed(check, str(exc), stream_request(params))
     return None
 
 
 HEARTBEAT = "0.2"
 
 
-def _has(reader: StreamReader, injection: str, phase: str) -> bool:
-    return bool(reader.events(injection, phase))
+def _has(reader: StreamReader, injection: str, phase: str) -> Callable[[], bool]:
+    """A condition: `reader` got an event of `injection` in `phase`."""
+    return lambda: bool(reader.events(injection, phase))
 
 
 async def check_stream(run: CheckRun) -> bool:
@@ -107,9 +108,9 @@ async def check_stream(run: CheckRun) -> bool:
     waits = [default.wait(lambda: default.comments > 0, max(1.0, wait / 2))]
     for reader in (every, disables):
         if reader is not None:
-            waits.append(reader.wait(lambda r=reader: _has(r, point, "disable"), wait))
+            waits.append(reader.wait(_has(reader, point, "disable"), wait))
     if scratch_all is not None:
-        waits.append(scratch_all.wait(lambda: _has(scratch_all, scratch, "disable"), wait))
+        waits.append(scratch_all.wait(_has(scratch_all, scratch, "disable"), wait))
     if by_name is not None:
         named = by_name
         waits.append(
@@ -162,10 +163,10 @@ async def check_stream(run: CheckRun) -> bool:
         (every or default).request,
     )
     if every is not None:
-        missing = {"enable", "enter", "disable"} - {r.phase for r in every.events(point)}
+        absent = {"enable", "enter", "disable"} - {r.phase for r in every.events(point)}
         report.verdict(
             "stream.phase_all",
-            [f"no {sorted(missing)} event of the point"] if missing else [],
+            [f"no {sorted(absent)} event of the point"] if absent else [],
             "enable, enter and disable of the point",
             every.request,
         )
@@ -182,10 +183,10 @@ async def check_stream(run: CheckRun) -> bool:
         )
     if scratch_all is not None:
         names = {r.injection for r in scratch_all.messages if r.phase != "gap"}
-        phases = [r.phase for r in scratch_all.messages]
+        order = [r.phase for r in scratch_all.messages]
         problems = [] if names == {scratch} else [f"events of {sorted(map(str, names))}"]
-        if phases[:2] != ["enable", "disable"]:
-            problems.append(f"phases {phases[:4]}, expected enable then disable")
+        if order[:2] != ["enable", "disable"]:
+            problems.append(f"phases {order[:4]}, expected enable then disable")
         report.verdict(
             "stream.filter_injection_phase_all",
             problems,
@@ -193,13 +194,13 @@ async def check_stream(run: CheckRun) -> bool:
             scratch_all.request,
         )
     if disables is not None:
-        phases = {r.phase for r in disables.messages}
+        kinds = {r.phase for r in disables.messages}
         problems = (
             []
-            if phases == {"disable"}
-            else [f"phases {sorted(map(str, phases))}, expected only disable"]
+            if kinds == {"disable"}
+            else [f"phases {sorted(map(str, kinds))}, expected only disable"]
         )
-        if not _has(disables, point, "disable"):
+        if not _has(disables, point, "disable")():
             problems.append("the point's disable did not come")
         report.verdict(
             "stream.filter_phase", problems, "only the phase asked for", disables.request

@@ -54,14 +54,27 @@ class Answer:
 _NOT_JSON = object()
 
 
+class ServerStopped(Exception):
+    """The server stopped answering: the run ends here instead of timing out every step.
+    Not a ConnectionError, so no stage takes it for the failure of one step."""
+
+    def __init__(self, message: str, request: str) -> None:
+        super().__init__(message)
+        self.request = request
+
+
 class Http:
-    """Requests to one server with its token, each bounded by `timeout` seconds."""
+    """Requests to one server with its token, each bounded by `timeout` seconds; after
+    STOPPED_AFTER timeouts in a row the server is taken as stopped (`ServerStopped`)."""
+
+    STOPPED_AFTER = 3
 
     def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None, timeout: float):
         self.session = session
         self.url = url
         self.token = token
         self.timeout = timeout
+        self.silent = 0  # requests in a row that got no answer in time
 
     def path(self, *segments: str) -> str:
         """`/v2/error_injection/a/b` with each segment percent-encoded (names may hold `/`)."""
@@ -99,11 +112,20 @@ class Http:
                 )
 
         try:
-            return await asyncio.wait_for(send(), self.timeout)
+            answer = await asyncio.wait_for(send(), self.timeout)
         except asyncio.TimeoutError:
-            raise ConnectionError(f"{shown}: no answer within {self.timeout:g}s") from None
+            self.silent += 1
+            message = f"{shown}: no answer within {self.timeout:g}s"
+            if self.silent >= self.STOPPED_AFTER:
+                raise ServerStopped(
+                    f"no answer within {self.timeout:g}s to {self.silent} requests in a row",
+                    shown,
+                ) from None
+            raise ConnectionError(message) from None
         except aiohttp.ClientError as exc:
             raise ConnectionError(f"{shown}: {str(exc) or type(exc).__name__}") from None
+        self.silent = 0
+        return answer
 
 
 @dataclass
@@ -135,6 +157,13 @@ class StreamRefused(Exception):
         self.answer = answer
 
 
+def stream_request(params: Sequence[tuple[str, str]], headers: dict[str, str] | None = None) -> str:
+    """How a stream request is shown in the report: `GET path?query [Header: value]`."""
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params)
+    shown = f"GET {EVENTS_PATH}{'?' + query if query else ''}"
+    return shown + "".join(f" [{k}: {v}]" for k, v in (headers or {}).items())
+
+
 class StreamReader:
     """One client of the event stream, read in the background; `wait` waits for its state."""
 
@@ -151,9 +180,7 @@ class StreamReader:
         self.headers = dict(headers or {})
         self.read = read
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in self.params)
-        self.request = f"GET {EVENTS_PATH}{'?' + query if query else ''}" + "".join(
-            f" [{k}: {v}]" for k, v in self.headers.items()
-        )
+        self.request = stream_request(self.params, self.headers)
         self._url = http.full(EVENTS_PATH + (f"?{query}" if query else ""))
         self.decoder = SSEDecoder()
         self.messages: list[Received] = []

@@ -115,9 +115,11 @@ class LogTail:
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        file = self._file
+        assert file is not None
         pending = b""
         while True:
-            chunk = self._file.read()  # a regular file: returns at once
+            chunk = file.read()  # a regular file: returns at once
             if chunk:
                 now = time.time()
                 lines = (pending + chunk).split(b"\n")

@@ -29,6 +29,7 @@ BREAKS = {
     "answers_204": "rest.enable",
     "drop_shard": "shards.delivery",
     "hang_events": "stream.open",
+    "hang_rest": "server",
 }
 
 
@@ -54,14 +55,19 @@ class BrokenLog(EventLog):
 
 
 def _query_shim(breaks: str | None) -> Any:
-    """The default stream as SPEC §4 has it (enter and gap only; `phase=all` is every
+    """The default stream as the protocol has it (enter and gap only; `phase=all` is every
     phase), whatever the routes underneath do yet; and the breaks made on the query."""
+
+    answered: list[str] = []
 
     @web.middleware
     async def shim(request: web.Request, handler: Any) -> web.StreamResponse:
         if breaks == "answers_204" and request.method in ("POST", "DELETE"):
             await handler(request)
             return web.Response(status=204)
+        answered.append(request.path)
+        if breaks == "hang_rest" and len(answered) > 1:
+            await asyncio.Event().wait()  # the first request (the probe) answers, no other
         if request.path != EVENTS_PATH:
             return await handler(request)
         if breaks == "hang_events":

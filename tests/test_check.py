@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import re
 import shlex
 import sys
 import threading
@@ -37,6 +38,7 @@ BREAK_DETAILS = {
     "answers_204": "answered 204",
     "drop_shard": "no event within 1s for a hit on shard 1",
     "hang_events": "no answer within 1s",
+    "hang_rest": "stopped answering: no answer within 1s to 3 requests in a row",
 }
 
 
@@ -142,13 +144,13 @@ async def test_each_broken_server_gets_the_finding_that_names_its_break() -> Non
     for breaks, report in results:
         if breaks is None:
             assert report.conforms, report.to_text()
-            for check in ("lifecycle.gap", "lifecycle.slow_client", "stream.phase_all"):
-                assert status(report, check) == [PASS], report.to_text()
+            for name in ("lifecycle.gap", "lifecycle.slow_client", "stream.phase_all"):
+                assert status(report, name) == [PASS], report.to_text()
             continue
         found = failed(report)
         assert BREAKS[breaks] in found, f"{breaks}:\n{report.to_text()}"
         assert BREAK_DETAILS[breaks] in found[BREAKS[breaks]], f"{breaks}:\n{report.to_text()}"
-        assert "GET " in found[BREAKS[breaks]] or "POST " in found[BREAKS[breaks]]
+        assert re.search(r"\| (GET|POST|DELETE|PUT) /", found[BREAKS[breaks]]), breaks
 
 
 @contextmanager
@@ -197,6 +199,13 @@ def test_a_server_that_cannot_be_checked_is_one_line_on_stderr_and_exit_2(
 def test_json_report_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
     with FakeNode() as node:
         code, out, err = run_cli(capsys, node.url, "--json", "--hits", "3", "--clients", "3")
+        text_code, text, _ = run_cli(capsys, node.url, "--hits", "3", "--clients", "3")
+    last = text.splitlines()[-1]
+    if text_code == 1:  # each failure with the request that showed it
+        assert last.startswith("does NOT conform") and "\nFAIL " in text, text
+        assert text.count("\nFAIL ") == text.count("seen on: "), text
+    else:
+        assert (text_code, last.startswith("conforms")) == (0, True), text
     report = json.loads(out)
     assert code == (0 if report["conforms"] else 1), out + err
     assert report["url"] == node.url and report["shards"] == 1
