@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .check_report import Latency
-from .check_run import CheckRun, Trigger
+from .check_run import CheckRun, Trigger, record_failure
 from .check_transport import StreamRefused
 from .check_triggers import LogTail
 
@@ -20,7 +20,7 @@ async def check_latency(run: CheckRun, trigger: Trigger) -> None:
         watch = await run.open_stream([("injection", point)])
         await run.enable(point, parameters=trigger.parameters)
     except (ConnectionError, StreamRefused) as exc:
-        report.failed("latency.event", f"could not set up: {exc}")
+        record_failure(report, "latency.event", exc, prefix="could not set up: ")
         return
     tail = LogTail(run.log, point) if run.log else None
     if tail is not None:

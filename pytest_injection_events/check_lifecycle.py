@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from .check_events import seq_of, seq_problems
-from .check_run import CheckRun
+from .check_run import CheckRun, record_failure
 from .check_transport import Received, StreamReader, StreamRefused
 
 #: Control events made at a time while looking for a gap, and for the slow client.
@@ -51,18 +51,18 @@ async def check_lifecycle(run: CheckRun) -> None:
         await run.enable_point()
         ref = await run.open_stream([("injection", point)])
     except (ConnectionError, StreamRefused) as exc:
-        run.report.not_checked("lifecycle", f"could not set up: {exc}")
+        record_failure(run.report, "lifecycle", exc, prefix="could not set up: ", checked=False)
         return
     for step in (check_reconnect, check_clients):
         try:
             await step(run, ref)
         except (ConnectionError, StreamRefused) as exc:
-            run.report.failed(f"lifecycle.{step.__name__[6:]}", str(exc))
+            record_failure(run.report, f"lifecycle.{step.__name__[6:]}", exc)
     for other in (check_slow_client, check_gap):
         try:
             await other(run)
         except (ConnectionError, StreamRefused) as exc:
-            run.report.failed(f"lifecycle.{other.__name__[6:]}", str(exc))
+            record_failure(run.report, f"lifecycle.{other.__name__[6:]}", exc)
 
 
 def _shard(run: CheckRun) -> int | None:

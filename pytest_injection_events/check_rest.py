@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from .check_events import is_int
-from .check_run import CheckRun, Hit
+from .check_run import CheckRun, Hit, record_failure
 from .check_transport import Answer, StreamRefused
 from .check_triggers import TriggerFailed
 
@@ -63,7 +63,7 @@ async def check_rest(run: CheckRun) -> None:
         try:
             return await coro
         except ConnectionError as exc:
-            report.failed(check, str(exc))
+            record_failure(report, check, exc)
             return None
 
     answer = await step("rest.enable", run.enable(name, parameters=parameters))
@@ -170,7 +170,7 @@ async def check_one_shot(run: CheckRun) -> None:
     try:
         watch = await run.open_stream([("injection", point)])
     except (ConnectionError, StreamRefused) as exc:
-        report.not_checked("rest.one_shot", f"no stream to watch it on: {exc}")
+        record_failure(report, "rest.one_shot", exc, prefix="no stream to watch it on: ")
         return
     check = "rest.one_shot"
     try:
@@ -188,7 +188,7 @@ async def check_one_shot(run: CheckRun) -> None:
         await run.enable_point()
         sentinel = await run.hit(watch, 0 if aimed else None)
     except (ConnectionError, TriggerFailed) as exc:
-        report.failed(check, str(exc))
+        record_failure(report, check, exc)
         return
     problems = [f"no event for {h.request}" for h in fired if h.event is None]
     first = [h.event.data.get("shard") for h in fired if h.event is not None]

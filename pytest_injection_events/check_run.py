@@ -13,8 +13,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from .check_report import CheckError, Report
-from .check_transport import Answer, Http, Received, ServerStopped, StreamReader
+from .check_transport import (
+    Answer,
+    Http,
+    Received,
+    RequestFailed,
+    ServerStopped,
+    StreamReader,
+    StreamRefused,
+)
 from .check_triggers import CommandTrigger, TriggerFailed, WorkloadTrigger
+
+
+def record_failure(
+    report: Report, check: str, exc: Exception, *, prefix: str = "", checked: bool = True
+) -> None:
+    """A step that raised: a finding with what went wrong and the request it happened on."""
+    request: str | None = None
+    if isinstance(exc, StreamRefused):
+        detail, request = f"the stream refused: answered {exc.answer.status}", exc.answer.shown()
+    elif isinstance(exc, RequestFailed):
+        detail, request = exc.reason, exc.request
+    else:
+        detail = str(exc)
+    (report.failed if checked else report.not_checked)(check, prefix + detail, request)
+
 
 #: Kinds of point that park until a message: a hit on one is released by the check.
 PARKING_TYPES = frozenset({"wait_for_message", "handler"})

@@ -17,8 +17,8 @@ from .check_events import (
     seq_problems,
 )
 from .check_rest import json_200
-from .check_run import CheckRun, Hit
-from .check_transport import StreamReader, StreamRefused, stream_request
+from .check_run import CheckRun, Hit, record_failure
+from .check_transport import StreamReader, StreamRefused
 from .protocol import BOOT_HEADER, LAST_SEQ_HEADER, NODE_HEADER
 
 
@@ -27,12 +27,8 @@ async def open_or_fail(
 ) -> StreamReader | None:
     try:
         return await run.open_stream(params)
-    except StreamRefused as exc:
-        run.report.failed(
-            check, f"the stream refused: answered {exc.answer.status}", exc.answer.shown()
-        )
-    except ConnectionError as exc:
-        run.report.failed(check, str(exc), stream_request(params))
+    except (StreamRefused, ConnectionError) as exc:
+        record_failure(run.report, check, exc)
     return None
 
 
@@ -87,7 +83,7 @@ async def check_stream(run: CheckRun) -> bool:
         await run.disable(scratch)
         answer = await run.enable_point()
     except ConnectionError as exc:
-        report.failed("stream.enable_point", str(exc))
+        record_failure(report, "stream.enable_point", exc)
         return False
     if answer.status != 200:
         report.failed("stream.enable_point", "could not enable the point", answer.shown())
@@ -97,11 +93,11 @@ async def check_stream(run: CheckRun) -> bool:
         enters = await run.request("GET", run.path("injection", point, "enters"))
     except ConnectionError as exc:
         enters = None
-        report.failed("rest.enters_counted", str(exc))
+        record_failure(report, "rest.enters_counted", exc)
     try:
         await run.disable(point)
     except ConnectionError as exc:
-        report.failed("stream.disable_point", str(exc))
+        record_failure(report, "stream.disable_point", exc)
 
     seen_seqs = [seq_of(r) for r in default.events(point, "enter")]
     wait = run.timeout

@@ -54,6 +54,15 @@ class Answer:
 _NOT_JSON = object()
 
 
+class RequestFailed(ConnectionError):
+    """A request that got no answer (unreachable, no answer in time); names the request."""
+
+    def __init__(self, request: str, reason: str) -> None:
+        super().__init__(f"{request}: {reason}")
+        self.request = request
+        self.reason = reason
+
+
 class ServerStopped(Exception):
     """The server stopped answering: the run ends here instead of timing out every step.
     Not a ConnectionError, so no stage takes it for the failure of one step."""
@@ -115,15 +124,14 @@ class Http:
             answer = await asyncio.wait_for(send(), self.timeout)
         except asyncio.TimeoutError:
             self.silent += 1
-            message = f"{shown}: no answer within {self.timeout:g}s"
             if self.silent >= self.STOPPED_AFTER:
                 raise ServerStopped(
                     f"no answer within {self.timeout:g}s to {self.silent} requests in a row",
                     shown,
                 ) from None
-            raise ConnectionError(message) from None
+            raise RequestFailed(shown, f"no answer within {self.timeout:g}s") from None
         except aiohttp.ClientError as exc:
-            raise ConnectionError(f"{shown}: {str(exc) or type(exc).__name__}") from None
+            raise RequestFailed(shown, str(exc) or type(exc).__name__) from None
         self.silent = 0
         return answer
 
@@ -205,11 +213,9 @@ class StreamReader:
                 self.http.session.get(self._url, headers=sent, timeout=timeout), self.http.timeout
             )
         except asyncio.TimeoutError:
-            raise ConnectionError(
-                f"{self.request}: no answer within {self.http.timeout:g}s"
-            ) from None
+            raise RequestFailed(self.request, f"no answer within {self.http.timeout:g}s") from None
         except aiohttp.ClientError as exc:
-            raise ConnectionError(f"{self.request}: {str(exc) or type(exc).__name__}") from None
+            raise RequestFailed(self.request, str(exc) or type(exc).__name__) from None
         self._response = response
         self.status = response.status
         self.content_type = response.headers.get("Content-Type", "")
