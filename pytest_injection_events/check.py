@@ -95,10 +95,11 @@ def _check_log(log: str | None) -> None:
 async def _stages(run: CheckRun, trigger: Trigger | None) -> None:
     await check_rest(run)
     if trigger is None:
+        await check_stream(run)
         run.report.not_checked(
-            "stream",
+            "hits",
             "no way to make the server hit a point: give --point NAME --trigger CMD "
-            "(the stream, lifecycle, shard and latency checks need hits)",
+            "(enter events, one-shot, shards, lifecycle and latency need hits)",
         )
         return
     try:
