@@ -105,7 +105,9 @@ async def _stages(run: CheckRun, trigger: Trigger | None) -> None:
     try:
         if not await check_stream(run):
             run.report.not_checked(
-                "lifecycle", "the stream checks could not run (see the failure above)"
+                "hits",
+                "one-shot, lifecycle and latency need a stream that shows the hits "
+                "(see the failures above)",
             )
             return
         await run.close_readers()

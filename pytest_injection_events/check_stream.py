@@ -16,6 +16,7 @@ from .check_events import (
     seq_of,
     seq_problems,
 )
+from .check_report import CheckError
 from .check_rest import json_200
 from .check_run import CheckRun, Hit, record_failure
 from .check_transport import StreamReader, StreamRefused
@@ -41,7 +42,8 @@ def _has(reader: StreamReader, injection: str, phase: str) -> Callable[[], bool]
 
 
 async def check_stream(run: CheckRun) -> bool:
-    """Format, content, filters, heartbeat, `/enters` and shards; False if no stream.
+    """Format, content, filters, heartbeat, `/enters` and shards; False if the stages
+    after it cannot run (no stream, or hits that bring no event).
 
     Without a trigger it still checks what control events show (enable and disable
     of a name of its own): framing, numbering, keys, filters and the default stream."""
@@ -112,6 +114,11 @@ async def check_stream(run: CheckRun) -> bool:
             await run.disable(point)
         except ConnectionError as exc:
             record_failure(report, "stream.disable_point", exc)
+        if not any(hit.event for _, hit in hits) and enters is not None and enters.json == 0:
+            raise CheckError(
+                f"the trigger ran {len(hits)} time(s) but the server never passed {point!r} "
+                f"({enters.shown()}): check --point and --trigger"
+            )
 
     seen_seqs = [seq_of(r) for r in default.events(point, "enter")] if point else []
     wait = run.timeout
@@ -228,10 +235,12 @@ async def check_stream(run: CheckRun) -> bool:
         f"{default.comments} comment(s) with heartbeat={HEARTBEAT}",
         default.request,
     )
-    if point is not None:
-        _check_enters(run, hits, enters, default)
-        _check_shards(run, hits, default)
-    return True
+    if point is None:
+        return True
+    _check_enters(run, hits, enters, default)
+    _check_shards(run, hits, default)
+    # With no enter event at all, every later stage would only wait out its timeouts.
+    return any(hit.event for _, hit in hits)
 
 
 async def _hit_every_shard(run: CheckRun, watch: StreamReader) -> list[tuple[int | None, Hit]]:

@@ -113,7 +113,7 @@ async def embedded_service() -> AsyncIterator[str]:
 async def test_embedded_injection_server_conforms_with_a_trigger_command() -> None:
     async with embedded_service() as url:
         post = "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='POST'))"
-        command = shlex.join([sys.executable, "-c", post, f"{url}/work"])
+        command = shlex.join([sys.executable, "-S", "-c", post, f"{url}/work"])  # -S: quick start
         report = await run_check(
             url, point="service_work", trigger=command, hits=4, clients=5, gap_budget=100
         )
@@ -206,10 +206,14 @@ def test_a_server_that_cannot_be_checked_is_one_line_on_stderr_and_exit_2(
             ([guarded.url], "give the right --token"),
             ([guarded.url, "--token", "wrong"], "the --token was refused"),
             ([node.url, "--point", "p", "--trigger", "exit 3"], "the trigger does not work"),
+            (
+                [node.url, "--point", "kv_write_delay", "--trigger", "true", "--timeout", "0.3"],
+                "the server never passed 'kv_write_delay'",
+            ),
             ([node.url, "--point", "p"], "--point and --trigger go together"),
         ]
         for args, message in cases:
-            code, out, err = run_cli(capsys, *args, "--timeout", "2")
+            code, out, err = run_cli(capsys, "--timeout", "2", *args)
             assert (code, out) == (2, ""), (args, out, err)
             assert message in err and err.count("\n") == 1, (args, err)
 
