@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from .errors import InjectionEventsError
 from .protocol import EVENTS_PATH, PREFIX, auth_headers
 from .sse import SSEDecoder, SSEMessage
 
@@ -54,7 +55,7 @@ class Answer:
 _NOT_JSON = object()
 
 
-class RequestFailed(ConnectionError):
+class RequestFailed(InjectionEventsError, ConnectionError):
     """A request that got no answer (unreachable, no answer in time); names the request."""
 
     def __init__(self, request: str, reason: str) -> None:
@@ -63,7 +64,7 @@ class RequestFailed(ConnectionError):
         self.reason = reason
 
 
-class ServerStopped(Exception):
+class ServerStopped(InjectionEventsError):
     """The server stopped answering: the run ends here instead of timing out every step.
     Not a ConnectionError, so no stage takes it for the failure of one step."""
 
@@ -157,7 +158,7 @@ class Received:
         return self.data.get("seq") if isinstance(self.data, dict) else None
 
 
-class StreamRefused(Exception):
+class StreamRefused(InjectionEventsError):
     """The server did not open the stream (a status other than 200); carries the answer."""
 
     def __init__(self, answer: Answer) -> None:

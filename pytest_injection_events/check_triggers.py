@@ -13,9 +13,10 @@ from typing import BinaryIO
 
 from .check_report import CheckError
 from .check_transport import Http
+from .errors import InjectionEventsError
 
 
-class TriggerFailed(Exception):
+class TriggerFailed(InjectionEventsError):
     """The trigger could not make the server pass through the point."""
 
 
