@@ -146,12 +146,13 @@ async def check_stream(run: CheckRun) -> bool:
         default.request,
     )
     head = default.head.lstrip(b"\r\n")
+    first_line = head.splitlines()[0].decode(errors="replace") if head else ""
     report.verdict(
         "stream.retry",
         []
         if head.startswith(b"retry:")
         else [f"the stream begins {default.head[:40]!r}, not `retry:`"],
-        f"`retry: {default.decoder.retry}` first",
+        f"`{first_line}` first",
         default.request,
     )
     report.verdict(
