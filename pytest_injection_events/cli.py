@@ -25,6 +25,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -94,6 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--write", action="store_true", help="rewrite the files in place")
     migrate.set_defaults(run=run_migrate)
+
+    check = commands.add_parser(
+        "check", help="check a server's injection API and event stream against the protocol"
+    )
+    check.add_argument("url", metavar="URL", help="the server (URL or host[:port])")
+    check.add_argument(
+        "--log", metavar="PATH", help="the server's log file: compare its lines' latency"
+    )
+    check.add_argument("--token", default=os.environ.get(TOKEN_ENV), help="bearer token")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--point", metavar="NAME", help="the injection point --trigger passes")
+    check.add_argument(
+        "--trigger", metavar="CMD", help="shell command that makes the server pass --point"
+    )
+    check.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        help="seconds any one step may take (default 5)",
+    )
+    check.add_argument(
+        "--hits", type=_positive_int, default=30, help="hits timed for latency (default 30)"
+    )
+    check.add_argument(
+        "--clients", type=_positive_int, default=20, help="concurrent clients (default 20)"
+    )
+    check.set_defaults(run=run_check)
     return parser
 
 
@@ -147,6 +181,32 @@ def run_migrate(args: argparse.Namespace) -> int:
 
     # The report goes to stderr so that `migrate tests/ > fix.patch` is a clean diff.
     return migrate_paths(args.paths, write=args.write, err=sys.stderr)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from .check import CheckError
+    from .check import run_check as check_server
+
+    if (args.point is None) != (args.trigger is None):
+        raise ValueError("--point and --trigger go together")
+    try:
+        report = asyncio.run(
+            check_server(
+                args.url,
+                token=args.token or None,
+                log=args.log,
+                point=args.point,
+                trigger=args.trigger,
+                timeout=args.timeout,
+                hits=args.hits,
+                clients=args.clients,
+            )
+        )
+    except CheckError as exc:
+        print(f"injection-events check: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.to_text(), flush=True)
+    return 0 if report.conforms else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
