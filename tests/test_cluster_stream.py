@@ -11,6 +11,7 @@ by polling. Servers log the framework's DEBUG lines, so a sleep point's hit is a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from manager import Manager, ServerInfo
-from proxy import REFUSE, Proxy
+from proxy import HOLD, REFUSE, Proxy
 
 from pytest_injection_events import (
     InjectionApi,
@@ -374,3 +375,25 @@ async def test_nodes_removed_and_a_log_added_later(
         assert stream.nodes == []
         with pytest.raises(ValueError, match="is not a node this stream follows"):
             await stream.remove_node(server)
+
+
+@pytest.mark.asyncio
+async def test_a_wait_on_frozen_nodes_raises_within_its_timeout_and_half_a_second(
+    manager: Manager,
+) -> None:
+    """The hints of the timeout message ask every node at once, for 0.5 s at most: frozen
+    nodes (SIGSTOP: they accept and never answer) cannot hold the failure back."""
+    servers = await manager.servers_add(3)
+    async with contextlib.AsyncExitStack() as stack:
+        proxies = [await stack.enter_async_context(Proxy(s.url)) for s in servers]
+        stream = await stack.enter_async_context(injection_event_stream([p.url for p in proxies]))
+        for proxy in proxies:
+            proxy.freeze()  # the streams go silent
+            proxy.down(HOLD)  # and new requests (the hints) get no answer
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(InjectionTimeout) as caught:
+            await stream.wait_for_injection(POINT, timeout=0.2)
+        took = loop.time() - started
+    assert took < 0.2 + 0.5 + 0.3  # 0.3: scheduling on a busy machine; it was 2 s a node
+    assert "enabled on" not in str(caught.value)  # no node answered in time
