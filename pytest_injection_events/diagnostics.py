@@ -16,6 +16,8 @@ import aiohttp
 from .client import InjectionApi
 from .errors import InjectionTimeout
 from .events import ENTER, GAP, InjectionEvent
+from .log_source import LogSource
+from .source import NodeSource
 
 #: The time the hints of a timeout may take, all nodes asked at once.
 HINT_TIME = 0.5
@@ -203,3 +205,21 @@ async def _ask(
     except Exception as exc:
         _log.debug("could not ask %s for hints: %s", url, exc)
     return enabled, points
+
+
+def unsupported(sources: Sequence[NodeSource], phase: str, shard: int | None) -> str:
+    names = ", ".join(f"{s.node_id} ({s.describe()})" for s in sources)
+    if shard is not None and any(s.gives(phase) for s in sources):
+        return f"a shard filter needs events that carry shards; {names} cannot give them"
+    fix = (
+        "attach the node with its log (add_node(node, log=...)) or use a node with /events"
+        if phase in LogSource.phases
+        else "use a node with /events"
+    )
+    return f"phase {phase!r} cannot be seen on {names}: {fix}"
+
+
+def asked(injections: Sequence[str], phases: Sequence[str]) -> str:
+    asked = [f"injections {', '.join(injections)}"] if injections else []
+    asked += [f"phases {', '.join(phases)}"] if phases else []
+    return " and ".join(asked)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -20,10 +19,12 @@ import aiohttp
 from .diagnostics import (
     NodeState,
     WaitReport,
+    asked,
     event_logger,
     format_event,
     log_event,
     timeout_error,
+    unsupported,
     wanted,
 )
 from .errors import (
@@ -33,11 +34,8 @@ from .errors import (
     UnsupportedWait,
 )
 from .events import ENTER, PHASES, InjectionEvent
-from .log_source import LogSource, log_file_of
-from .poll_source import PollSource
-from .protocol import base_url, node_id_of, target_url
-from .source import NodeSource, check_injection_node
-from .stream_source import NoStream, StreamSource
+from .following import Following, StreamNode
+from .protocol import target_url
 from .sync_bridge import Home, LoopThread
 from .waits import Expired, Mark, Wait, WaitEngine
 
@@ -57,15 +55,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("pytest_injection_events.client")
-
-
-@dataclass(frozen=True)
-class StreamNode:
-    """A node the stream reads: where, its id, and the source its events come from."""
-
-    url: str
-    node_id: str
-    source: str
 
 
 class InjectionEventStream:
@@ -105,8 +94,7 @@ class InjectionEventStream:
         self.opened_at = 0.0
         self._engine = WaitEngine(max_events)
         self._engine.on_event.append(log_event)
-        self._sources: dict[str, NodeSource] = {}
-        self._attaching: dict[str, asyncio.Future[NodeSource]] = {}
+        self._following = Following(self)
         self._listeners: list[
             tuple[asyncio.AbstractEventLoop, asyncio.Queue[InjectionEvent | None]]
         ] = []
@@ -127,15 +115,15 @@ class InjectionEventStream:
 
     @property
     def nodes(self) -> list[StreamNode]:
-        return [StreamNode(s.url, s.node_id, s.describe()) for s in self._sources.values()]
+        return self._following.nodes()
 
     @property
     def urls(self) -> list[str]:
-        return list(self._sources)
+        return list(self._following.sources)
 
     @property
     def reconnects(self) -> int:
-        return sum(source.reconnects for source in self._sources.values())
+        return sum(source.reconnects for source in self._following.sources.values())
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -180,20 +168,19 @@ class InjectionEventStream:
             # Let every attach finish, failed or not: one still connecting after the first
             # failure would outlive the closed session and leak its task.
             results = await asyncio.gather(
-                *(self._attach(target, None, history=False) for target in self._targets),
+                *(self._following.attach(target, None, history=False) for target in self._targets),
                 return_exceptions=True,
             )
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-            order = [target_url(target) for target in self._targets]
-            self._sources = {url: self._sources[url] for url in dict.fromkeys(order)}
+            self._following.keep_order(self._targets)
         except BaseException:
             await self._close()
             raise
 
     async def _close(self) -> None:
-        await asyncio.gather(*(source.close() for source in self._sources.values()))
+        await self._following.close()
         for loop, queue in self._listeners:  # end every `async for` over this stream
             if loop is self._home.loop:
                 queue.put_nowait(None)
@@ -212,121 +199,23 @@ class InjectionEventStream:
 
         `log`: the node's log file (a path, or a log object with `.file`), read when
         the node has no event stream. A node already followed is kept (a log is added)."""
-        source = await self._home.run(self._attach(target, log, history=True))
+        source = await self._home.run(self._following.attach(target, log, history=True))
         return StreamNode(source.url, source.node_id, source.describe())
 
     def add_node_sync(self, target: Any, *, log: Any = None) -> StreamNode:
-        source = self._home.block(self._attach(target, log, history=True), "add_node")
+        source = self._home.block(self._following.attach(target, log, history=True), "add_node")
         return StreamNode(source.url, source.node_id, source.describe())
 
     async def remove_node(self, node: Any) -> None:
         """Stop following a node; what it sent stays in `events`."""
-        await self._home.run(self._remove(node))
+        await self._home.run(self._following.remove(node))
 
     def remove_node_sync(self, node: Any) -> None:
-        self._home.block(self._remove(node), "remove_node")
-
-    async def _remove(self, node: Any) -> None:
-        key = self._known_key(node)
-        source = self._sources.pop(key, None) if key is not None else None
-        if source is None:
-            raise ValueError(f"{node!r} is not a node this stream follows ({self._followed()})")
-        await source.close()
-
-    async def _attach(self, target: Any, log: Any, history: bool) -> NodeSource:
-        if self._session is None:
-            raise RuntimeError("the stream is not open")
-        url = target_url(target)
-        log_path = log_file_of(log) if log is not None else None
-        if log_path is None and not isinstance(target, str):
-            log_path = getattr(target, "log_path", None)
-        pending = self._attaching.get(url)
-        if pending is not None:  # attached right now by another call: share its result
-            await asyncio.shield(pending)
-        existing = self._sources.get(url)
-        if existing is not None and not (log_path and isinstance(existing, PollSource)):
-            return existing
-        future: asyncio.Future[NodeSource] = asyncio.get_running_loop().create_future()
-        self._attaching[url] = future
-        try:
-            source = await self._open_source(target, url, log_path, history)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: only the caller reports it
-            raise
-        finally:
-            del self._attaching[url]
-        if existing is not None:  # a log given for a polled node: read it instead
-            await existing.close()
-        self._sources[url] = source
-        future.set_result(source)
-        return source
-
-    async def _open_source(
-        self, target: Any, url: str, log_path: str | None, history: bool
-    ) -> NodeSource:
-        given_id = None if isinstance(target, str) else getattr(target, "node_id", None)
-        node_id = str(given_id) if given_id else node_id_of(url)
-        stream = StreamSource(self, url, node_id)
-        try:
-            await stream.start(history)
-            return stream
-        except NoStream:
-            pass
-        await check_injection_node(self, url)
-        source: NodeSource
-        if log_path:
-            source = LogSource(self, url, node_id, log_path)
-        else:
-            source = PollSource(self, url, node_id)
-            _log.info(
-                "%s has no event stream and no log was given: polling /enters, which sees "
-                "phase 'enter' only, counted from now",
-                url,
-            )
-        await source.start(history)
-        return source
+        self._home.block(self._following.remove(node), "remove_node")
 
     def node_id(self, node: Any) -> str | None:
         """The id the events of a followed node carry (`event.node`); None if not followed."""
-        key = self._known_key(node)
-        return self._sources[key].node_id if key is not None else None
-
-    def _followed(self) -> str:
-        return ", ".join(f"{s.node_id} ({s.url})" for s in self._sources.values()) or "no node"
-
-    def _known_key(self, node: Any) -> str | None:
-        """The key of a followed node named by id, URL, host or node object; else None."""
-        if isinstance(node, Mark):
-            return node.node
-        if isinstance(node, str):
-            for key, source in self._sources.items():
-                if node in (key, source.node_id):
-                    return key
-            try:
-                key = base_url(node)
-            except ValueError:
-                return None
-            return key if key in self._sources else None
-        try:
-            key = target_url(node)
-        except (TypeError, ValueError):
-            return None
-        return key if key in self._sources else None
-
-    async def _key(self, node: Any) -> str:
-        """The key of a node a wait or a mark names, attaching it if it is new."""
-        key = self._known_key(node)
-        if key is not None:
-            return key
-        try:
-            target_url(node)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"node={node!r} names no node this stream follows ({self._followed()}) "
-                f"and is not an address to attach: {exc}"
-            ) from None
-        return (await self._attach(node, None, history=True)).url
+        return self._following.node_id(node)
 
     # -- marks -------------------------------------------------------------------------
 
@@ -339,8 +228,8 @@ class InjectionEventStream:
         return self._home.block(self._mark(node), "mark")
 
     async def _mark(self, node: Any) -> Mark:
-        key = await self._key(node)
-        life, seq = await self._sources[key].position()
+        key = await self._following.key(node)
+        life, seq = await self._following.sources[key].position()
         return Mark(key, life, seq)
 
     # -- delivery (StreamHost, on the home loop) ------------------------------------------
@@ -423,12 +312,12 @@ class InjectionEventStream:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         if after is not None and not isinstance(after, Mark):
             raise TypeError(f"after= takes a mark from stream.mark(node), got {after!r}")
-        key = await self._key(node) if node is not None else None
+        key = await self._following.key(node) if node is not None else None
         if after is not None:
             if key is not None and key != after.node:
                 raise ValueError(f"after= is a mark on {after.node}, but node= names {key}")
             key = after.node
-        sources = [s for k, s in self._sources.items() if key in (None, k)]
+        sources = [s for k, s in self._following.sources.items() if key in (None, k)]
         if not sources:
             raise ValueError(
                 "this stream follows no node: name one with node=, or add_node() first"
@@ -437,7 +326,7 @@ class InjectionEventStream:
             )
         able = [s for s in sources if s.gives(phase) and (shard is None or s.shards)]
         if not able:
-            raise UnsupportedWait(_unsupported(sources, phase, shard))
+            raise UnsupportedWait(unsupported(sources, phase, shard))
 
         def matches(event: InjectionEvent, origin: str, life: int) -> bool:
             return (
@@ -472,7 +361,7 @@ class InjectionEventStream:
                 nodes=[NodeState(s.url, s.node_id, s.describe(), s.down_since) for s in sources],
                 gaps=self.gaps,
                 restarts=self.restarts,
-                asked=_asked(self.injections, self.phases),
+                asked=asked(self.injections, self.phases),
             )
             raise await timeout_error(report, self._session, self.token) from None
         finally:
@@ -524,25 +413,7 @@ class InjectionEventStream:
             self._listeners.remove(listener)
 
     def __repr__(self) -> str:
-        return f"<InjectionEventStream {self._followed()}: {len(self.events)} events>"
-
-
-def _unsupported(sources: Sequence[NodeSource], phase: str, shard: int | None) -> str:
-    names = ", ".join(f"{s.node_id} ({s.describe()})" for s in sources)
-    if shard is not None and any(s.gives(phase) for s in sources):
-        return f"a shard filter needs events that carry shards; {names} cannot give them"
-    fix = (
-        "attach the node with its log (add_node(node, log=...)) or use a node with /events"
-        if phase in LogSource.phases
-        else "use a node with /events"
-    )
-    return f"phase {phase!r} cannot be seen on {names}: {fix}"
-
-
-def _asked(injections: Sequence[str], phases: Sequence[str]) -> str:
-    asked = [f"injections {', '.join(injections)}"] if injections else []
-    asked += [f"phases {', '.join(phases)}"] if phases else []
-    return " and ".join(asked)
+        return f"<InjectionEventStream {self._following.describe()}: {len(self.events)} events>"
 
 
 def injection_event_stream(

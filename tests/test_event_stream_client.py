@@ -761,7 +761,7 @@ async def test_an_event_arriving_as_its_wait_is_cancelled_goes_to_the_next_wait(
         await stream.wait_for_injection("p", phase="enable", timeout=5)
         waiter = asyncio.create_task(stream.wait_for_injection("p", timeout=5))
         await asyncio.sleep(0)  # let it register
-        (source,) = stream._sources.values()
+        (source,) = stream._following.sources.values()
         waiter.cancel()
         source.deliver(  # what the source does when a hit arrives, in the same loop turn
             InjectionEvent.from_dict(
