@@ -1,4 +1,4 @@
-"""Named error-injection points with ScyllaDB's semantics (SPEC §3).
+"""Named error-injection points with ScyllaDB's semantics (docs/library.md, docs/design.md).
 
 An `Injector` belongs to one node and one asyncio loop; it is not thread-safe.
 A disabled point costs one dictionary lookup. An enabled point tells every

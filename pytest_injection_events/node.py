@@ -1,4 +1,4 @@
-"""A fake node and cluster with injection points on real code paths (SPEC §6).
+"""A fake node and cluster with injection points on real code paths (README, docs/design.md).
 
 Each `FakeNode` runs its HTTP server and workload on its own event loop in a
 background thread, so it keeps serving while a test blocks.
@@ -117,7 +117,7 @@ def _write_delay(parameters: Mapping[str, str]) -> float:
 
 
 class KeyValueWorkload:
-    """A replicated key-value store and a topology coordinator, with the points of §6."""
+    """A replicated key-value store and a topology coordinator, with the points the README lists."""
 
     def __init__(
         self,

@@ -93,7 +93,7 @@ def test_every_exception_class_of_the_package_derives_from_the_base() -> None:
 
 #: Modules still citing the spec, which is not shipped (issue 12's report): empty it as
 #: their docstrings come to point at docs/ instead.
-STILL_CITING_THE_SPEC = {"events", "injector", "logfile", "migrate", "node", "server"}
+STILL_CITING_THE_SPEC = {"events", "logfile", "migrate", "server"}
 
 
 def test_docstrings_point_to_the_docs_not_to_the_spec() -> None:
