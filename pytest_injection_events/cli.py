@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--diff", action="store_true", help="print the diff, change nothing (default)"
     )
     mode.add_argument("--write", action="store_true", help="rewrite the files in place")
+    migrate.add_argument(
+        "--points",
+        metavar="SOURCE",
+        help="which injection points are breakpoints: a catalog JSON file (as GET "
+        "/v2/error_injection/points answers), a running node's URL, or a source tree to scan; "
+        "without it only whole framework lines ('NAME: waiting for message') convert",
+    )
     migrate.set_defaults(run=run_migrate)
 
     check = commands.add_parser(
@@ -180,7 +187,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     from .migrate import run_migrate as migrate_paths
 
     # The report goes to stderr so that `migrate tests/ > fix.patch` is a clean diff.
-    return migrate_paths(args.paths, write=args.write, err=sys.stderr)
+    return migrate_paths(args.paths, write=args.write, points=args.points, err=sys.stderr)
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -1,119 +1,31 @@
-"""Codemod: turn log waits on injection lines into event-stream waits (SPEC §9).
+"""Codemod: log waits on the injection framework's own lines -> event-stream waits.
 
-Tests written against a ScyllaDB-style log browser learn that an injection point
-was hit by tailing the server log::
+`injection-events migrate` rewrites, in ScyllaDB-style cluster tests,
 
-    log = await manager.server_open_log(server.server_id)
+    log = await manager.server_open_log(s.server_id)
     mark = await log.mark()
-    ...
-    mark, _ = await log.wait_for("my_injection: waiting for message", from_mark=mark)
+    await log.wait_for("my_point: waiting for message", from_mark=mark)
 
-This module rewrites such a wait into a wait on the ``injection_event_stream``
-fixture (SPEC §8), which is pushed the event the instant the point is hit::
+into waits on the `injection_event_stream` fixture that keep the server, the
+mark and the timeout:
 
-    await injection_event_stream.wait_for_injection("my_injection")
+    log = await manager.server_open_log(s.server_id)
+    await injection_event_stream.add_node(s, log=log)
+    mark = await injection_event_stream.mark(s)
+    await injection_event_stream.wait_for_injection(
+        "my_point", node=s, after=mark, timeout=600)
 
-It only converts a site when the result means the same thing, and leaves every
-other site exactly as it was, with a line in the report that says why. The
-rules:
-
-What a *site* is
-    A call ``R.wait_for(...)`` whose receiver ``R`` is a server log (below), or
-    any ``X.wait_for("...")`` whose first argument is a string literal (an
-    unknown receiver is reported, not converted). Other ``wait_for`` calls
-    (``asyncio.wait_for(coro, 5)``, ``condition.wait_for(predicate)``) are not
-    sites and are not reported.
-
-Which receivers are server logs
-    ``R`` must be a plain name that is either bound, in the same function (or an
-    enclosing one), by ``R = await <anything>.server_open_log(...)``, or is
-    called ``log``, ``logfile``, ``log_file`` or ``server_log`` (a fixture or
-    parameter holding one). Attributes (``self.log``) and subscripts
-    (``logs[0]``) are refused: nothing ties them to a log.
-
-Which patterns convert
-    One pattern, a string literal or an f-string (implicit concatenation
-    included), whose *literal* text starts with
-    ``NAME: waiting`` (phase ``enter``, the default, so no argument) or
-    ``NAME: message received`` (``phase="resume"``), NAME being
-    ``[A-Za-z0-9_]+``. Anything after that text is dropped: the stream
-    matches the injection by name and phase. An f-string converts when its
-    literal part before the first ``{...}`` already holds name and phase
-    (``f"my_injection: message received{x}"`` converts, the placeholder is
-    dropped with the rest of the tail); ``f"{name}: waiting"`` is refused, as
-    are a bare name (no phase), other text after ``NAME: ``, bytes, and any
-    regex syntax in the name part or an alternation (``|``) or a quantifier
-    right after the phase text.
-
-Arguments
-    Both signatures of ScyllaDB's log browser are understood:
-    ``wait_for(pattern, from_mark=None, timeout=600)``, where from_mark and
-    timeout may be positional, and ``wait_for(*patterns, from_mark=...,
-    timeout=...)``. A second positional argument is taken for from_mark when
-    it is ``None`` or a name that holds a mark (its name contains ``mark``, or
-    it is bound by ``await log.mark()``); a second string is another pattern.
-    ``timeout`` is kept as ``timeout=`` (note: without it the stream's default
-    of 30 s applies, not the log browser's 600 s). ``from_mark=`` is dropped:
-    the fixture's stream only sees events after it opened, and each wait
-    consumes the event it returns, which is what threading a mark meant. A
-    ``from_mark`` expression that might have side effects, any other keyword,
-    ``*args``/``**kwargs`` or several patterns: refused.
-
-The result
-    A bare ``await log.wait_for(...)`` converts. ``mark, _ = await
-    log.wait_for(...)`` (plain names only) becomes the bare await when none of
-    the names is read later in the function: a read further down, anywhere in
-    a loop around the call, or in a nested function counts; a read in the
-    ``from_mark`` of another *converted* site does not, as that argument goes
-    away too. Any other use of the result is refused: ``wait_for_injection``
-    returns an event, not the ``(mark, matches)`` tuple.
-
-The function
-    The site must be inside a test function (``test*``) or a fixture
-    (decorated ``@...fixture``), possibly through nested functions, or inside a
-    function that already takes ``injection_event_stream``. That function gets
-    the ``injection_event_stream`` parameter when at least one site in it was
-    converted. Refused: unittest-style ``TestCase`` methods (they cannot take
-    fixtures), fixtures with a scope wider than ``function`` (the stream
-    fixture is function-scoped), and functions that already use the name
-    ``injection_event_stream`` for something else (say, the client factory).
-
-Soundness checks across a function
-    - A function that uses several server logs (two log names, or one opened
-      more than once or in a loop) is refused as a whole: the stream would not
-      tell the servers apart. Convert it by hand with ``node=...``.
-    - A second wait for the same injection and phase (or one in a loop) must
-      pass a ``from_mark`` rebound since the previous wait; otherwise the log
-      wait could match the same line again while the stream would wait for a
-      new hit, so the site is refused.
-    - A wait is refused when an earlier wait for the same injection and phase
-      stays a log wait: the stream still holds the hit that log wait saw and
-      would return it, where the log wait (after a newer mark) waited for the
-      next one.
-
-Clean-up
-    ``mark = await log.mark()`` is removed when the conversion dropped its
-    last use (a mark that was already unused stays). ``log = await
-    X.server_open_log(...)`` is removed likewise when every use of ``log`` went
-    away with the conversion and its arguments are plain names, attributes,
-    subscripts or constants (no call that could matter); otherwise it stays.
-    Comments on removed lines move to the next statement. A statement that is
-    the only one in its block stays.
-
-Everything else in the file is untouched (libcst keeps formatting and
-comments); a file with nothing to convert comes back byte for byte, and a
-second run changes nothing. Comments inside a converted call are kept (one on
-a dropped ``from_mark`` line moves up a line); a site whose conversion would
-lose one is refused instead. Directories are searched for ``*.py``, sorted,
-skipping hidden directories, ``__pycache__``, ``site-packages``,
-``node_modules`` and virtualenvs.
+and lists every log wait it leaves as it is as `file:line: reason`. The rules,
+with a before/after pair each, are in docs/migration.md. Parsing is libcst's own
+(not the running Python's grammar), so files in 3.12+ syntax convert on 3.10.
 """
 
 from __future__ import annotations
 
-import ast
+import asyncio
 import difflib
 import io
+import json
 import os
 import re
 import sys
@@ -123,92 +35,121 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from .logfile import FrameworkPattern, framework_pattern, regex_literal
+from .protocol import parse_framework_message
+
 __all__ = [
     "FileResult",
     "MigrateError",
+    "Points",
     "Skipped",
+    "load_points",
     "migrate_paths",
     "migrate_source",
     "run_migrate",
 ]
 
 FIXTURE = "injection_event_stream"
-WAIT_METHOD = "wait_for_injection"
-LOG_NAMES = frozenset({"log", "logfile", "log_file", "server_log"})
+WAIT = "wait_for_injection"
+LOG_TIMEOUT = "600"  # ScyllaDB's log browser waits 600 s unless told otherwise
 INSTALL_HINT = (
     "injection-events migrate needs libcst, which is an optional extra: "
     "pip install 'pytest-injection-events[migrate]'"
 )
+FRAMEWORK_LINES = (
+    "'NAME: waiting for message', 'NAME: message received' and the framework's DEBUG lines"
+)
 
 # Reasons a site is left as it is. Stable texts: users grep for them.
 R_NOT_STRING = "pattern is not a string literal"
+R_PLACEHOLDER = "pattern is an f-string with a placeholder: its text is only known at run time"
+R_REGEX = "pattern is a regex, not the literal text of an injection framework line"
 R_NO_PATTERN = "no pattern given"
 R_SEVERAL = "waits for several patterns at once"
-R_POSITIONAL = (
-    "second positional argument is neither a pattern nor a mark; cannot tell whether it is "
-    "from_mark or another pattern"
-)
 R_STARRED = "arguments are passed with * or **"
-R_REGEX = "pattern is a regex, not a literal injection name"
-R_NO_NAME = "pattern does not start with a literal injection name"
-R_BARE_NAME = "pattern is only a name: no 'waiting' or 'message received' to tell the phase"
-R_OTHER_TEXT = "text after 'NAME: ' is neither 'waiting...' nor 'message received'"
-R_FROM_MARK = "from_mark is an expression that may have side effects"
-R_NOT_AWAITED = "call is not awaited directly"
-R_RESULT_USED = (
-    "result is used directly; wait_for_injection returns an event, not a (mark, matches) tuple"
+R_POSITIONAL = "a positional argument after the pattern is neither a mark nor a timeout"
+R_PARAMETER = (
+    "the 'Injected value' line names a parameter and a value that a stream wait cannot check"
 )
-R_TUPLE_USED = "result tuple is used after the call"
+R_ALL = "'Disabling all injections' names no injection"
+R_NOT_AWAITED = "call is not awaited directly (nor an argument of an awaited asyncio.gather)"
+R_SYNC_IN_ASYNC = "called without await from sync code inside an async test"
+R_RESULT_USED = "result is used directly; wait_for_injection returns an event, not (mark, matches)"
+R_TUPLE_USED = "the matched lines of the result are read later"
 R_TARGETS = "result is assigned to something other than plain names"
+R_LAMBDA = "inside a lambda: convert by hand"
 R_HOST = f"not inside a test or fixture function, so it cannot request the {FIXTURE} fixture"
 R_SCOPE = f"a fixture with a scope wider than 'function' cannot request the {FIXTURE} fixture"
 R_UNITTEST = "unittest-style test method: it cannot request pytest fixtures"
 R_NAME_TAKEN = f"the function already uses the name '{FIXTURE}' for something else"
-R_MULTI_LOG = (
-    "the function uses several server logs; the event stream cannot tell which server "
-    "an event came from"
-)
 R_COMMENT = "a comment inside the call would be lost"
+R_LAYOUT = "the statement shares its line with others; put it on its own line first"
+R_MARK_EXPR = "from_mark is neither None nor a name"
+
+
+def _r_not_framework(text: str) -> str:
+    return f"{text!r} is not an injection framework line (only {FRAMEWORK_LINES} are events)"
+
+
+def _r_needs_points(name: str, text: str) -> str:
+    return (
+        f"pass --points to confirm {name} is a breakpoint ({text!r} is only the start of the "
+        "framework's line, and a handler's own log line may start the same way)"
+    )
+
+
+def _r_handler(name: str, source: str) -> str:
+    return (
+        f"'{name}: ...' is not an injection framework line: {source} has {name} as a handler, "
+        "and this is the handler's own log line, written after its filters (its 'wait' event "
+        "may be what the test means: convert by hand)"
+    )
+
+
+def _r_unconfirmed(name: str, source: str, kind: str | None) -> str:
+    what = f"a {kind} point" if kind else "not listed"
+    return f"{name} is {what} in {source}, not a breakpoint, so this is not its framework line"
+
+
+def _r_suffix(name: str, others: list[str]) -> str:
+    listed = ", ".join(others[:3])
+    return f"the pattern for {name} also matches the lines of {listed} (it matches anywhere)"
+
+
+def _r_receiver(text: str) -> str:
+    return (
+        f"cannot tell which server the log {text!r} belongs to: open it in this function with "
+        "'await manager.server_open_log(SERVER.server_id)'"
+    )
+
+
+def _r_log_rebound(name: str) -> str:
+    return f"'{name}' is bound to something else than one server's log in this function"
+
+
+def _r_node_rebound(node: str) -> str:
+    return f"'{node}' is rebound between opening the log and this wait"
+
+
+def _r_mark(name: str) -> str:
+    return (
+        f"mark '{name}' is not only taken with log.mark() on this server's log and read by "
+        "converted waits (it stays a log mark)"
+    )
 
 
 def _r_kwarg(keyword: str) -> str:
     return f"unexpected argument '{keyword}'"
 
 
-def _r_receiver(text: str) -> str:
-    return (
-        f"cannot tell that '{text}' is a server log (bind it from "
-        "'await ....server_open_log(...)' or name it log, logfile, log_file or server_log)"
-    )
-
-
-def _r_repeat(name: str, phase: str) -> str:
-    what = name if phase == "enter" else f"{name}' phase '{phase}"
-    return (
-        f"waits again for '{what}' without a newer from_mark: the log wait may match the "
-        "same line again, the stream would wait for a new hit"
-    )
-
-
-def _r_overtake(name: str, phase: str) -> str:
-    what = name if phase == "enter" else f"{name}' phase '{phase}"
-    return (
-        f"an earlier wait for '{what}' stays a log wait; the stream would return the hit "
-        "that wait already saw"
-    )
-
-
 class MigrateError(ValueError):
-    """Bad input for the codemod: a path that does not exist, a file that does not parse.
-
-    A ValueError so callers can catch it without importing this module's names; its
-    message is meant to be shown to the user as is.
-    """
+    """Bad input for the codemod (a missing path, a file that does not parse, bad --points);
+    its message is meant to be shown to the user as is."""
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A site left unconverted, with the reason, for the user to convert by hand."""
+    """A log wait left as it is, with the reason, for the user to convert by hand."""
 
     path: str
     line: int
@@ -220,7 +161,7 @@ class Skipped:
 
 @dataclass
 class FileResult:
-    """What the codemod did to one file: the text before and after, and what it skipped."""
+    """What the codemod did to one file: the text before and after, and what it left."""
 
     path: str
     original: str
@@ -250,6 +191,111 @@ class FileResult:
         return "".join(out)
 
 
+# --------------------------------------------------------------------------- --points
+
+
+@dataclass
+class Points:
+    """Which injection points are breakpoints: from a catalog, a node, or a source tree."""
+
+    source: str
+    kinds: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, name: str, kind: str) -> None:
+        self.kinds.setdefault(name, set()).add(kind)
+
+    def kind(self, name: str) -> str | None:
+        """'wait_for_message', 'handler', another kind, 'ambiguous', or None if unknown."""
+        kinds = self.kinds.get(name)
+        if not kinds:
+            return None
+        return next(iter(kinds)) if len(kinds) == 1 else "ambiguous"
+
+
+_BREAKPOINT_KINDS = {"wait_for_message", "breakpoint"}
+_SOURCE_SUFFIXES = (".cc", ".hh", ".cpp", ".hpp", ".cxx", ".h", ".py")
+_SCAN = (
+    # ScyllaDB: inject("NAME", utils::wait_for_message(...)) or wait_for_message{...}
+    (re.compile(r'\binject\(\s*"([^"]+)"\s*,\s*(?:utils::)?wait_for_message\s*[({]'), "breakpoint"),
+    # ScyllaDB: inject("NAME", [...] (auto& handler) ...) or (utils::injection_handler& handler)
+    (
+        re.compile(r'\binject\(\s*"([^"]+)"\s*,\s*\[[^\]]*\]\s*\(\s*[\w:]+\s*&\s*handler\s*\)'),
+        "handler",
+    ),
+    # this package's injector
+    (re.compile(r"""\binject_wait_for_message\(\s*["']([^"']+)["']"""), "breakpoint"),
+    (re.compile(r"""\binject_handler\(\s*["']([^"']+)["']"""), "handler"),
+    (re.compile(r"""\.declare\(\s*["']([^"']+)["']\s*,\s*["'](\w+)["']"""), None),
+)
+
+
+def load_points(source: str, *, token: str | None = None) -> Points:
+    """`--points SOURCE`: a catalog JSON file (as `/points` answers), a node's URL, or a
+    directory of sources to scan for injection points (ScyllaDB's C++ or Python)."""
+    if re.match(r"https?://", source):
+        return _points_from_catalog(_fetch_points(source, token), source)
+    path = Path(source)
+    if path.is_dir():
+        return _scan_points(path, source)
+    if not path.is_file():
+        raise MigrateError(f"--points {source}: no such file, directory or URL")
+    try:
+        catalog = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MigrateError(f"--points {source}: not a JSON catalog: {exc}") from None
+    return _points_from_catalog(catalog, source)
+
+
+def _fetch_points(url: str, token: str | None) -> Any:
+    from .client import InjectionApi
+
+    async def fetch() -> Any:
+        async with InjectionApi(url, token=token) as api:
+            return await api.points()
+
+    try:
+        return asyncio.run(fetch())
+    except Exception as exc:  # any failure to ask: say which and why
+        raise MigrateError(f"--points {url}: cannot read the node's catalog: {exc}") from None
+
+
+def _points_from_catalog(catalog: Any, source: str) -> Points:
+    if not isinstance(catalog, list):
+        raise MigrateError(f"--points {source}: expected a JSON array of points")
+    points = Points(source)
+    for item in catalog:
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and isinstance(item.get("type"), str)
+        ):
+            raise MigrateError(
+                f'--points {source}: each point needs a string "name" and "type", got {item!r}'
+            )
+        points.add(item["name"], item["type"])
+    return points
+
+
+def _scan_points(root: Path, source: str) -> Points:
+    points = Points(source)
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        for name in sorted(files):
+            if not name.endswith(_SOURCE_SUFFIXES):
+                continue
+            try:
+                text = Path(directory, name).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            for regex, kind in _SCAN:
+                for match in regex.finditer(text):
+                    found = kind or match.group(2)
+                    points.add(
+                        match.group(1), "wait_for_message" if found == "breakpoint" else found
+                    )
+    return points
+
+
 # --------------------------------------------------------------------------- libcst access
 
 
@@ -263,71 +309,31 @@ def _libcst() -> Any:
     return libcst
 
 
-# --------------------------------------------------------------------------- pattern analysis
-
-_REGEX_META = set(".^$*+?{}[]\\|()")
-_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
-_PHASES = (("waiting", "enter"), ("message received", "resume"))
-
-
-def _literal_prefix(source: str) -> tuple[str, bool] | None:
-    """Literal text of a string expression up to its first placeholder, and whether that is all.
-
-    Uses Python's own parser so escapes, raw strings, ``{{`` and implicit
-    concatenation mean exactly what they mean at run time. None for bytes.
-    """
-    try:
-        node = ast.parse(f"({source})", mode="eval").body
-    except SyntaxError:  # pragma: no cover - libcst parsed it already
-        return None
-    if isinstance(node, ast.Constant):
-        return (node.value, True) if isinstance(node.value, str) else None
-    if isinstance(node, ast.JoinedStr):
+def _string_value(node: Any) -> str | bool | None:
+    """The value of a string literal (implicit concatenation included); None when not a
+    string, False for an f-string with a placeholder. Grammar-independent: escapes are
+    read from each piece alone, never by parsing the file with the running Python."""
+    c = _libcst()
+    if isinstance(node, c.SimpleString):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    if isinstance(node, c.ConcatenatedString):
+        left, right = _string_value(node.left), _string_value(node.right)
+        if left is False or right is False:
+            return False
+        if left is None or right is None:
+            return None
+        return left + right  # type: ignore[operator]
+    if isinstance(node, c.FormattedString):
         text = []
-        for part in node.values:
-            if isinstance(part, ast.Constant) and isinstance(part.value, str):
-                text.append(part.value)
-            else:
-                return "".join(text), False
-        return "".join(text), True
+        prefix = node.prefix.lower().replace("f", "")
+        for part in node.parts:
+            if not isinstance(part, c.FormattedStringText):
+                return False
+            piece = c.SimpleString(f"{prefix}{node.quote}{part.value}{node.quote}").evaluated_value
+            text.append(str(piece).replace("{{", "{").replace("}}", "}"))
+        return "".join(text)
     return None
-
-
-def _parse_pattern(prefix: str, complete: bool) -> tuple[str, str] | str:
-    """(injection name, phase) for a log pattern's literal text, or the reason it is refused."""
-    if "|" in prefix:
-        return R_REGEX
-    m = _NAME_RE.match(prefix)
-    if m is None:
-        if not prefix and not complete:
-            return R_NO_NAME
-        if prefix and prefix[0] in _REGEX_META:
-            return R_REGEX
-        return R_NO_NAME
-    name, rest = m.group(), prefix[m.end() :]
-    if not rest:
-        return R_BARE_NAME if complete else R_NO_NAME
-    if rest[0] in _REGEX_META:
-        return R_REGEX
-    if not rest.startswith(": "):
-        return R_OTHER_TEXT
-    after = rest[2:]
-    for text, phase in _PHASES:
-        if after.startswith(text):
-            tail = after[len(text) :]
-            if tail and tail[0] in "?*+{":
-                return R_REGEX
-            if tail and (tail[0].isalnum() or tail[0] == "_"):
-                return R_OTHER_TEXT
-            return name, phase
-    if not after and not complete:
-        return R_OTHER_TEXT
-    if after and after[0] in _REGEX_META:
-        return R_REGEX
-    return R_OTHER_TEXT
-
-
-# --------------------------------------------------------------------------- tree helpers
 
 
 def _has_comment(node: Any) -> bool:
@@ -350,9 +356,9 @@ def _dotted(node: Any) -> str | None:
 
 
 def _is_pure(node: Any) -> bool:
-    """True for expressions whose evaluation can be dropped: names, attributes, constants."""
+    """Names, attributes, constants and subscripts of them: cheap and free of effects."""
     c = _libcst()
-    if isinstance(node, (c.Name, c.Integer, c.Float, c.Imaginary, c.SimpleString)):
+    if isinstance(node, (c.Name, c.Integer, c.Float, c.SimpleString)):
         return True
     if isinstance(node, c.Attribute):
         return _is_pure(node.value)
@@ -365,8 +371,19 @@ def _is_pure(node: Any) -> bool:
     return False
 
 
+def _names_in(node: Any) -> Iterator[Any]:
+    c = _libcst()
+    if isinstance(node, c.Name):
+        yield node
+    elif isinstance(node, c.Attribute):
+        yield from _names_in(node.value)  # the attribute's own name is no variable
+        return
+    for child in node.children:
+        yield from _names_in(child)
+
+
 def _fixture_scope(func: Any) -> str | None:
-    """None if ``func`` is not a fixture, else its scope ('?' when not a literal)."""
+    """None if `func` is not a fixture, else its scope ('?' when not a literal)."""
     c = _libcst()
     for dec in func.decorators:
         expr = dec.decorator.func if isinstance(dec.decorator, c.Call) else dec.decorator
@@ -395,29 +412,28 @@ def _param_names(func: Any) -> list[str]:
     return names
 
 
-def _awaited_method_call(node: Any, method: str) -> Any:
-    """The Call in ``await X.method(...)``, else None."""
+def _method_call(node: Any, method: str) -> tuple[Any, bool] | None:
+    """(the Call, awaited?) for `await X.method(...)` or `X.method(...)`."""
     c = _libcst()
-    if not isinstance(node, c.Await):
-        return None
-    call = node.expression
+    awaited = isinstance(node, c.Await)
+    call = node.expression if awaited else node
     if (
         isinstance(call, c.Call)
         and isinstance(call.func, c.Attribute)
         and call.func.attr.value == method
     ):
-        return call
+        return call, awaited
     return None
 
 
-# --------------------------------------------------------------------------- analysis records
+# --------------------------------------------------------------------------- records
 
 Pos = tuple[int, int]
 
 
 @dataclass(eq=False)
 class _Ctx:
-    """Where a node sits: functions and classes around it (outer first) and loops."""
+    """Where a node sits: the functions, lambdas and classes around it (outer first), loops."""
 
     chain: tuple[Any, ...]
     loops: tuple[Any, ...]
@@ -434,8 +450,36 @@ class _Use:
 @dataclass(eq=False)
 class _Store:
     name: str
+    node: Any
     eff: Pos  # where the binding takes effect: after the whole assignment
     ctx: _Ctx
+
+
+@dataclass(eq=False)
+class _LogBinding:
+    """`L = await M.server_open_log(S.server_id)` (node S), or `L = [... for s in SERVERS]`."""
+
+    name: str
+    node: Any | None  # the server expression; for a list: the iterable of servers
+    per_server: bool
+    line: Any
+    block: Any
+    eff: Pos
+    ctx: _Ctx
+    awaited: bool
+
+
+@dataclass(eq=False)
+class _MarkBinding:
+    name: str
+    receiver: Any
+    call: Any
+    line: Any
+    eff: Pos
+    start: Pos
+    ctx: _Ctx
+    awaited: bool
+    node_code: str | None = None
 
 
 @dataclass(eq=False)
@@ -444,65 +488,56 @@ class _Site:
     line: int
     start: Pos
     ctx: _Ctx
-    receiver: str | None = None
-    receiver_node: Any = None
-    is_log: bool = False
-    string_arg: bool = False
-    assign: Any = None  # the Assign statement whose value is this await
+    host: Any = None
+    usage: str = "await"  # "await", "gather" or "sync"
+    stmt_line: Any = None  # the SimpleStatementLine holding the site, when a statement
+    block: Any = None
+    assign: Any = None
     assign_end: Pos | None = None
     targets: list[str] = field(default_factory=list)
-    key: tuple[str, str] | None = None  # set when the site itself may convert
-    keys: set[tuple[str, str]] = field(default_factory=set)  # what its patterns wait for
-    from_mark_name: str | None = None
-    dropped: set[int] = field(default_factory=set)  # ids of Name nodes the rewrite drops
+    pattern: FrameworkPattern | None = None
+    node_code: str | None = None
+    node_names: list[str] = field(default_factory=list)
+    log_bindings: list[_LogBinding] = field(default_factory=list)
+    from_mark: Any = None  # the Arg
+    mark_name: str | None = None
+    timeout: Any = None  # the Arg
     reason: str | None = None
-    new_call: Any = None
-
-
-@dataclass(eq=False)
-class _Binding:
-    """``N = await R.mark()`` or ``N = await X.server_open_log(...)``."""
-
-    kind: str  # "mark" or "log"
-    name: str
-    stmt: Any  # the small statement
-    line: Any  # its SimpleStatementLine, if removable
-    block: Any  # the IndentedBlock holding that line
-    eff: Pos
-    ctx: _Ctx
-    receiver: str | None = None
-    receiver_node: Any = None
-    pure: bool = False
-
-
-@dataclass(eq=False)
-class _Occurrence:
-    key: tuple[str, str]
-    start: Pos
-    ctx: _Ctx
+    remark: bool = False  # `mark, _ = await log.wait_for(...)` with mark read later
+    marks: list[_MarkBinding] = field(default_factory=list)  # log.mark() its after= reads
+    consume: bool = True
 
 
 class _Analysis:
-    """One pass over a module collecting sites, bindings and name uses, then the decisions."""
+    """One walk over a module collecting sites, bindings and name uses; then the decisions."""
 
-    def __init__(self, wrapper: Any) -> None:
+    def __init__(self, wrapper: Any, points: Points | None) -> None:
         c = _libcst()
         self.c = c
+        self.points = points
         self.module = wrapper.module
         self.pos = wrapper.resolve(c.metadata.PositionProvider)
         self.exprctx = wrapper.resolve(c.metadata.ExpressionContextProvider)
         self.sites: list[_Site] = []
-        self.bindings: list[_Binding] = []
+        self.logs: list[_LogBinding] = []
+        self.marks: list[_MarkBinding] = []
         self.uses: list[_Use] = []
         self.stores: list[_Store] = []
-        self.occurrences: list[_Occurrence] = []
-        self.declared: list[tuple[str, _Ctx]] = []  # global / nonlocal names
-        self.fixture_refs: list[_Ctx] = []  # uses of the name injection_event_stream
+        self.stream_waits: list[tuple[tuple[str, str], _Ctx]] = []
+        self.add_nodes: list[tuple[str, _Ctx]] = []
+        self.fixture_refs: list[_Ctx] = []
         self.keyword_ids: set[int] = set()
+        self.def_loops: dict[int, tuple[Any, ...]] = {}
+        self.imports_pytest = False
         # decisions
         self.converted: list[_Site] = []
-        self.remove_stmts: set[int] = set()
+        self.marker_sites: list[_Site] = []
+        self.new_calls: dict[int, Any] = {}
+        self.to_expr: set[int] = set()
+        self.insert_after: dict[int, list[str]] = {}
+        self.remove: set[int] = set()
         self.add_param: set[int] = set()
+        self.decorators: dict[int, list[str]] = {}
 
     # ----------------------------------------------------------------- walk
 
@@ -514,6 +549,9 @@ class _Analysis:
         p = self.pos[node].end
         return (p.line, p.column)
 
+    def code(self, node: Any) -> str:
+        return self.module.code_for_node(node)
+
     def walk(self) -> None:
         self._walk(self.module, [], _Ctx((), ()))
 
@@ -523,6 +561,7 @@ class _Analysis:
         inner = ctx
         if isinstance(node, (c.FunctionDef, c.ClassDef, c.Lambda)):
             inner = _Ctx((*ctx.chain, node), ctx.loops)
+            self.def_loops[id(node)] = ctx.loops
         elif isinstance(node, (c.For, c.While)):
             inner = _Ctx(ctx.chain, (*ctx.loops, node))
         parents.append(node)
@@ -534,17 +573,21 @@ class _Analysis:
         c = self.c
         if isinstance(node, c.Arg) and node.keyword is not None:
             self.keyword_ids.add(id(node.keyword))
-        elif isinstance(node, (c.Global, c.Nonlocal)):
-            for item in node.names:
-                self.declared.append((item.name.value, ctx))
+        elif isinstance(node, c.Import) and not ctx.chain:
+            for alias in node.names:
+                if _dotted(alias.name) == "pytest" and alias.asname is None:
+                    self.imports_pytest = True
         elif isinstance(node, c.Name):
             self._visit_name(node, parents, ctx)
         elif isinstance(node, c.Call) and isinstance(node.func, c.Attribute):
             attr = node.func.attr.value
+            owner = _dotted(node.func.value)
             if attr == "wait_for":
                 self._visit_wait_for(node, parents, ctx)
-            elif attr == WAIT_METHOD and _dotted(node.func.value) == FIXTURE:
+            elif owner == FIXTURE and attr in (WAIT, WAIT + "_sync"):
                 self._visit_stream_wait(node, ctx)
+            elif owner == FIXTURE and attr in ("add_node", "add_node_sync") and node.args:
+                self.add_nodes.append((self.code(node), ctx))
         elif isinstance(node, (c.Assign, c.AnnAssign)):
             self._visit_assign(node, parents, ctx)
 
@@ -569,12 +612,12 @@ class _Analysis:
                     break
                 if isinstance(anc, (c.BaseSmallStatement, c.BaseCompoundStatement)):
                     break
-            self.stores.append(_Store(node.value, eff, ctx))
+            self.stores.append(_Store(node.value, node, eff, ctx))
         else:  # LOAD and DEL both read the current binding
             self.uses.append(_Use(node.value, node, self.start(node), ctx))
 
     def _visit_stream_wait(self, call: Any, ctx: _Ctx) -> None:
-        """An already converted wait: it consumes events, so it counts for the repeat rule."""
+        """An already converted wait: it consumes events, so it counts for `consume=`."""
         c = self.c
         if not call.args or not isinstance(call.args[0].value, c.SimpleString):
             return
@@ -584,7 +627,21 @@ class _Analysis:
             if arg.keyword is not None and arg.keyword.value == "phase":
                 phase = arg.value.evaluated_value if isinstance(arg.value, c.SimpleString) else None
         if isinstance(name, str) and isinstance(phase, str):
-            self.occurrences.append(_Occurrence((name, phase), self.start(call), ctx))
+            self.stream_waits.append(((name, phase), ctx))
+
+    def _statement(self, parents: list[Any]) -> tuple[Any, Any]:
+        """The SimpleStatementLine holding the current small statement and its block, if
+        the statement is alone on its line in an indented block."""
+        c = self.c
+        line = parents[-1] if parents else None
+        block = parents[-2] if len(parents) > 1 else None
+        if (
+            isinstance(line, c.SimpleStatementLine)
+            and isinstance(block, c.IndentedBlock)
+            and len(line.body) == 1
+        ):
+            return line, block
+        return None, None
 
     def _visit_assign(self, node: Any, parents: list[Any], ctx: _Ctx) -> None:
         c = self.c
@@ -598,64 +655,157 @@ class _Analysis:
             target = node.target
         if not isinstance(target, c.Name):
             return
-        mark_call = _awaited_method_call(node.value, "mark")
-        log_call = _awaited_method_call(node.value, "server_open_log")
-        if mark_call is not None and not mark_call.args:
-            kind, call = "mark", mark_call
-        elif log_call is not None:
-            kind, call = "log", log_call
-        else:
-            return
-        line = parents[-1] if parents else None
-        block = parents[-2] if len(parents) > 1 else None
-        if not isinstance(line, c.SimpleStatementLine) or not isinstance(block, c.IndentedBlock):
-            line = block = None
-        binding = _Binding(kind, target.value, node, line, block, self.end(node), ctx)
-        receiver = call.func.value
-        if isinstance(receiver, c.Name):
-            binding.receiver, binding.receiver_node = receiver.value, receiver
-        if kind == "log":
-            binding.pure = _is_pure(receiver) and all(
-                not arg.star and _is_pure(arg.value) for arg in call.args
+        line, block = self._statement(parents)
+        value = node.value
+        if (found := _method_call(value, "mark")) is not None and not found[0].args:
+            call, awaited = found
+            self.marks.append(
+                _MarkBinding(
+                    target.value,
+                    call.func.value,
+                    call,
+                    line,
+                    self.end(node),
+                    self.start(node),
+                    ctx,
+                    awaited,
+                )
             )
-        self.bindings.append(binding)
+            return
+        opened = self._log_opening(value)
+        if opened is not None:
+            server, per_server, awaited = opened
+            self.logs.append(
+                _LogBinding(
+                    target.value, server, per_server, line, block, self.end(node), ctx, awaited
+                )
+            )
+
+    def _log_opening(self, value: Any) -> tuple[Any, bool, bool] | None:
+        """(server expression or None, per server?, awaited?) if `value` opens server logs."""
+        c = self.c
+        found = _method_call(value, "server_open_log")
+        if found is not None:
+            call, awaited = found
+            return self._server_of(call), False, awaited
+        if isinstance(value, c.Call) and (_dotted(value.func) or "").endswith("LogFile"):
+            for arg in value.args:  # ScyllaLogFile(..., node.log_path)
+                if isinstance(arg.value, c.Attribute) and arg.value.attr.value == "log_path":
+                    return arg.value.value, False, False
+            return None, False, False
+        # [await manager.server_open_log(s.server_id) for s in servers], or asyncio.gather of them
+        comp, awaited = value, False
+        if isinstance(value, c.Await) and isinstance(value.expression, c.Call):
+            call = value.expression
+            if (_dotted(call.func) or "").split(".")[-1] == "gather" and len(call.args) == 1:
+                arg = call.args[0]
+                if arg.star == "*" and isinstance(arg.value, c.GeneratorExp):
+                    comp, awaited = arg.value, True
+        if comp is value and not isinstance(comp, c.ListComp):
+            return None
+        if not isinstance(comp, (c.ListComp, c.GeneratorExp)):
+            return None
+        elt = _method_call(comp.elt, "server_open_log")
+        if elt is None:
+            return None
+        loop = comp.for_in
+        server = self._server_of(elt[0])
+        if (
+            loop.inner_for_in is None
+            and not loop.ifs
+            and isinstance(loop.target, c.Name)
+            and _is_pure(loop.iter)
+            and isinstance(server, c.Name)
+            and server.value == loop.target.value
+        ):
+            return loop.iter, True, awaited or elt[1]
+        return None, True, True
+
+    def _server_of(self, call: Any) -> Any:
+        c = self.c
+        if len(call.args) == 1 and call.args[0].keyword is None:
+            arg = call.args[0].value
+            if isinstance(arg, c.Attribute) and arg.attr.value == "server_id":
+                if _is_pure(arg.value):
+                    return arg.value
+        return None
 
     def _visit_wait_for(self, call: Any, parents: list[Any], ctx: _Ctx) -> None:
         c = self.c
         receiver = call.func.value
-        site = _Site(call, self.start(call)[0], self.start(call), ctx)
-        if isinstance(receiver, c.Name):
-            site.receiver, site.receiver_node = receiver.value, receiver
-        first = call.args[0].value if call.args else None
-        site.string_arg = isinstance(
-            first, (c.SimpleString, c.FormattedString, c.ConcatenatedString)
-        )
-        if site.receiver is None:
-            if site.string_arg:  # looks like a log wait on something we cannot identify
-                site.reason = _r_receiver(self._short(receiver))
-                self.sites.append(site)
+        owner = _dotted(receiver) or ""
+        if owner == "asyncio" or owner.endswith(".asyncio"):
             return
-        self.sites.append(site)  # whether the name is a log is settled in decide()
-        site.keys = self._keys(call)
-        # how the result is used
+        first = call.args[0].value if call.args else None
+        stringy = isinstance(first, (c.SimpleString, c.FormattedString, c.ConcatenatedString))
+        last = self._last_name(receiver)
+        if not (stringy or "log" in last.lower() or self._bound_as_log(receiver)):
+            return  # Condition.wait_for(predicate) and the like: not a log wait
+        site = _Site(call, self.start(call)[0], self.start(call), ctx)
+        self.sites.append(site)
         parent = parents[-1] if parents else None
-        if not isinstance(parent, c.Await):
+        if isinstance(parent, c.Await):
+            holder = parents[-2] if len(parents) > 1 else None
+            if isinstance(holder, c.Expr) and holder.value is parent:
+                site.stmt_line, site.block = self._statement(parents[:-2])
+            elif isinstance(holder, c.Assign) and holder.value is parent:
+                site.assign, site.assign_end = holder, self.end(holder)
+                site.stmt_line, site.block = self._statement(parents[:-2])
+                for t in holder.targets:
+                    names = self._target_names(t.target)
+                    if names is None:
+                        site.reason = R_TARGETS
+                        return
+                    site.targets.extend(names)
+            else:
+                site.reason = R_RESULT_USED
+                return
+        elif self._in_awaited_gather(parents):
+            site.usage = "gather"
+        elif isinstance(parent, c.Expr) or (isinstance(parent, c.Assign) and parent.value is call):
+            site.usage = "sync"
+            if isinstance(parent, c.Assign):
+                site.assign, site.assign_end = parent, self.end(parent)
+                for t in parent.targets:
+                    names = self._target_names(t.target)
+                    if names is None:
+                        site.reason = R_TARGETS
+                        return
+                    site.targets.extend(names)
+            site.stmt_line, site.block = self._statement(parents[:-1])
+        else:
             site.reason = R_NOT_AWAITED
             return
-        holder = parents[-2] if len(parents) > 1 else None
-        if isinstance(holder, c.Assign) and holder.value is parent:
-            site.assign = holder
-            site.assign_end = self.end(holder)
-            for t in holder.targets:
-                names = self._target_names(t.target)
-                if names is None:
-                    site.reason = R_TARGETS
-                    return
-                site.targets.extend(names)
-        elif not (isinstance(holder, c.Expr) and holder.value is parent):
-            site.reason = R_RESULT_USED
-            return
         self._check_args(site)
+
+    def _in_awaited_gather(self, parents: list[Any]) -> bool:
+        """`await asyncio.gather(log.wait_for(...), ...)` as a statement of its own."""
+        c = self.c
+        if len(parents) < 4:
+            return False
+        arg, gather, awaited, stmt = parents[-1], parents[-2], parents[-3], parents[-4]
+        return (
+            isinstance(arg, c.Arg)
+            and not arg.star
+            and arg.keyword is None
+            and isinstance(gather, c.Call)
+            and (_dotted(gather.func) or "").split(".")[-1] == "gather"
+            and isinstance(awaited, c.Await)
+            and isinstance(stmt, c.Expr)
+        )
+
+    def _last_name(self, node: Any) -> str:
+        c = self.c
+        while isinstance(node, (c.Subscript, c.Call)):
+            node = node.value if isinstance(node, c.Subscript) else node.func
+        if isinstance(node, c.Attribute):
+            return node.attr.value
+        return node.value if isinstance(node, c.Name) else ""
+
+    def _bound_as_log(self, receiver: Any) -> bool:
+        c = self.c
+        base = receiver.value if isinstance(receiver, c.Subscript) else receiver
+        return isinstance(base, c.Name) and any(b.name == base.value for b in self.logs)
 
     def _target_names(self, target: Any) -> list[str] | None:
         c = self.c
@@ -673,33 +823,8 @@ class _Analysis:
             return names
         return None
 
-    def _looks_like_mark(self, node: Any) -> bool:
-        """A positional second argument that is a mark: None, or a name that holds one."""
-        c = self.c
-        if not isinstance(node, c.Name):
-            return False
-        if node.value == "None" or "mark" in node.value.lower():
-            return True
-        return any(b.kind == "mark" and b.name == node.value for b in self.bindings)
-
-    def _keys(self, call: Any) -> set[tuple[str, str]]:
-        """(injection, phase) of each literal pattern of a log wait, whatever else it does."""
-        c = self.c
-        keys = set()
-        for arg in call.args:
-            if arg.keyword is None and not arg.star and isinstance(arg.value, c.BaseString):
-                lit = _literal_prefix(self.module.code_for_node(arg.value))
-                parsed = None if lit is None else _parse_pattern(*lit)
-                if isinstance(parsed, tuple):
-                    keys.add(parsed)
-        return keys
-
-    def _short(self, node: Any) -> str:
-        text = " ".join(self.module.code_for_node(node).split())
-        return text if len(text) <= 40 else text[:37] + "..."
-
     def _check_args(self, site: _Site) -> None:
-        """Validate the call's arguments and pattern; on success prepare the new call."""
+        """The pattern, from_mark and timeout of the call (both of ScyllaDB's signatures)."""
         c = self.c
         args = list(site.call.args)
         if any(a.star for a in args):
@@ -710,15 +835,14 @@ class _Analysis:
             site.reason = R_NO_PATTERN
             return
         extra = positional[1:]
-        if len(extra) > 2 or any(isinstance(a.value, c.BaseString) for a in extra):
+        if any(_string_value(a.value) is not None for a in extra):
             site.reason = R_SEVERAL
             return
-        # ScyllaDB's classic signature: wait_for(pattern, from_mark=None, timeout=600)
-        from_mark = extra[0] if extra else None
-        timeout = extra[1] if len(extra) > 1 else None
-        if from_mark is not None and not self._looks_like_mark(from_mark.value):
+        if len(extra) > 2:
             site.reason = R_POSITIONAL
             return
+        from_mark = extra[0] if extra else None
+        timeout = extra[1] if len(extra) > 1 else None
         for a in args[len(positional) :]:
             kw = a.keyword.value
             if kw == "from_mark" and from_mark is None:
@@ -728,45 +852,69 @@ class _Analysis:
             else:
                 site.reason = _r_kwarg(kw)
                 return
-        value = args[0].value
-        if not isinstance(value, (c.SimpleString, c.FormattedString, c.ConcatenatedString)):
-            site.reason = R_NOT_STRING
-            return
-        lit = _literal_prefix(self.module.code_for_node(value))
-        if lit is None:
-            site.reason = R_NOT_STRING
-            return
-        parsed = _parse_pattern(*lit)
-        if isinstance(parsed, str):
-            site.reason = parsed
-            return
-        site.key = parsed
         if from_mark is not None:
-            if not (_is_pure(from_mark.value) or _dotted(from_mark.value) == "None"):
-                site.reason = R_FROM_MARK
+            value = from_mark.value
+            if _dotted(value) == "None":
+                from_mark = None
+            elif isinstance(value, c.Name):
+                site.mark_name = value.value
+            else:
+                site.reason = R_MARK_EXPR
                 return
-            if isinstance(from_mark.value, c.Name):
-                site.from_mark_name = from_mark.value.value
-            site.dropped = {id(n) for n in _names_in(from_mark.value)}
-        new_call = _rewrite_call(site.call, parsed[0], parsed[1], value, from_mark, timeout)
-        if new_call is None:
+        site.from_mark, site.timeout = from_mark, timeout
+        if _has_comment(site.call):
             site.reason = R_COMMENT
             return
-        if site.assign is not None and any(_has_comment(t) for t in site.assign.targets):
-            site.reason = R_COMMENT
+        value = _string_value(args[0].value)
+        if value is None:
+            site.reason = R_NOT_STRING
             return
-        site.new_call = new_call
+        if value is False:
+            site.reason = R_PLACEHOLDER
+            return
+        site.reason = self._pattern(site, str(value))
+
+    def _pattern(self, site: _Site, text: str) -> str | None:
+        """Whether the pattern waits for a framework line (the reason if not)."""
+        if regex_literal(text) is None:
+            return R_REGEX
+        found = framework_pattern(text)
+        if found is None:
+            line = parse_framework_message(regex_literal(text)[0])  # type: ignore[index]
+            if line is not None and line.injection is None:
+                return R_ALL
+            if line is not None and line.kind == "parameter":
+                return R_PARAMETER
+            return _r_not_framework(text)
+        site.pattern = found
+        points = self.points
+        if points is not None:
+            others = sorted(n for n in points.kinds if n != found.name and n.endswith(found.name))
+            if others:
+                return _r_suffix(found.name, others)
+        if found.full:
+            return None
+        if points is None:
+            return _r_needs_points(found.name, text)
+        kind = points.kind(found.name)
+        if kind in _BREAKPOINT_KINDS:
+            return None
+        if kind == "handler":
+            return _r_handler(found.name, points.source)
+        return _r_unconfirmed(found.name, points.source, kind)
 
     # ----------------------------------------------------------------- decisions
 
     def _host(self, ctx: _Ctx) -> tuple[Any, str | None]:
-        """The function that gets (or has) the fixture parameter for code at ``ctx``."""
+        """The test or fixture function that gets the fixture parameter for code at `ctx`."""
         c = self.c
         chain = ctx.chain
         for i in range(len(chain) - 1, -1, -1):
             node = chain[i]
+            if isinstance(node, c.Lambda):
+                return None, R_LAMBDA
             if not isinstance(node, c.FunctionDef):
-                break  # a class body or a lambda: no closure we can rely on
+                break
             if FIXTURE in _param_names(node):
                 return node, None
             scope = _fixture_scope(node)
@@ -786,323 +934,534 @@ class _Analysis:
         return any(f is host for f in ctx.chain)
 
     def _nested_below(self, ctx: _Ctx, host: Any) -> tuple[Any, ...]:
-        """Functions and lambdas between ``host`` and the code at ``ctx``."""
         for i, f in enumerate(ctx.chain):
             if f is host:
                 return ctx.chain[i + 1 :]
         return ctx.chain
 
-    def _later_use(self, use: _Use, eff: Pos, ctx: _Ctx, host: Any) -> bool:
-        """Whether ``use`` may read the binding made at ``eff`` (conservative: True if unsure)."""
-        use_scopes = set(map(id, self._nested_below(use.ctx, host)))
-        bind_scopes = set(map(id, self._nested_below(ctx, host)))
-        if use_scopes != bind_scopes:
-            return True  # a nested function or lambda: it may run at any time
-        if use.start >= eff:
+    def _later(self, start: Pos, uctx: _Ctx, eff: Pos, ctx: _Ctx, host: Any) -> bool:
+        """Whether code at (start, uctx) may run after the binding at (eff, ctx)."""
+        if set(map(id, self._nested_below(uctx, host))) != set(
+            map(id, self._nested_below(ctx, host))
+        ):
+            return True  # a nested function may run at any time
+        if start >= eff:
             return True
-        return bool(set(map(id, use.ctx.loops)) & set(map(id, ctx.loops)))
+        return bool(set(map(id, uctx.loops)) & set(map(id, ctx.loops)))
 
     def _uses_after(self, name: str, eff: Pos, ctx: _Ctx, host: Any) -> list[_Use]:
         return [
             u
             for u in self.uses
-            if u.name == name and self._inside(u.ctx, host) and self._later_use(u, eff, ctx, host)
+            if u.name == name
+            and self._inside(u.ctx, host)
+            and self._later(u.start, u.ctx, eff, ctx, host)
         ]
 
-    def _declared(self, name: str, host: Any) -> bool:
-        return any(n == name and self._inside(ctx, host) for n, ctx in self.declared)
+    def _stores(self, name: str, host: Any) -> list[_Store]:
+        return [s for s in self.stores if s.name == name and self._inside(s.ctx, host)]
 
     def decide(self) -> None:
-        hosts: dict[int, Any] = {}
-        by_host: dict[int, list[_Site]] = {}
-        sites = []
+        by_host: dict[int, tuple[Any, list[_Site]]] = {}
         for site in self.sites:
-            if site.receiver is not None:
-                site.is_log = self._log_names(site)
-                if not site.is_log:
-                    if not site.string_arg:
-                        continue  # asyncio.wait_for(...), Condition.wait_for(...): not a site
-                    site.reason = _r_receiver(site.receiver)
-            sites.append(site)
             host, why = self._host(site.ctx)
-            if site.reason is None and host is None:
-                site.reason = why
-            if host is not None and site.is_log:
-                hosts[id(host)] = host
-                by_host.setdefault(id(host), []).append(site)
-        self.sites = sites
-        for key, log_sites in by_host.items():
-            self._decide_host(hosts[key], log_sites)
+            if host is None:
+                site.reason = site.reason or why
+                continue
+            site.host = host
+            by_host.setdefault(id(host), (host, []))[1].append(site)
+        for host, sites in by_host.values():
+            self._decide_host(host, sites)
 
-    def _log_names(self, site: _Site) -> bool:
-        """Whether the site's receiver is tied to a server log (see the module docstring)."""
-        return self._is_log_name(site.receiver, site.ctx)
+    def _inner_function(self, ctx: _Ctx) -> Any:
+        return next((f for f in reversed(ctx.chain) if isinstance(f, self.c.FunctionDef)), None)
 
-    def _is_log_name(self, name: str | None, ctx: _Ctx) -> bool:
-        if name is None:
-            return False
-        if name in LOG_NAMES:
-            return True
-        region = next((f for f in ctx.chain if isinstance(f, self.c.FunctionDef)), None)
-        return region is not None and any(
-            b.kind == "log" and b.name == name and self._inside(b.ctx, region)
-            for b in self.bindings
-        )
-
-    def _decide_host(self, host: Any, log_sites: list[_Site]) -> None:
-        bindings = [
-            b
-            for b in self.bindings
-            if self._inside(b.ctx, host)
-            and (b.kind == "log" or self._is_log_name(b.receiver, b.ctx))
-        ]
-        open_logs = [b for b in bindings if b.kind == "log"]
-        log_names = {s.receiver for s in log_sites}
-        log_names |= {b.name for b in open_logs}
-        log_names |= {b.receiver for b in bindings if b.kind == "mark"}
-        several = len(log_names) > 1 or len(open_logs) > 1 or any(b.ctx.loops for b in open_logs)
+    def _decide_host(self, host: Any, sites: list[_Site]) -> None:
         has_param = FIXTURE in _param_names(host)
         taken = not has_param and any(self._inside(ctx, host) for ctx in self.fixture_refs)
-        for s in log_sites:
-            if s.reason is None and several:
-                s.reason = R_MULTI_LOG
-            elif s.reason is None and taken:
+        is_async = host.asynchronous is not None
+        for s in sites:
+            if s.reason is not None:
+                continue
+            if taken:
                 s.reason = R_NAME_TAKEN
-        occurrences = [_Occurrence(k, s.start, s.ctx) for s in log_sites for k in s.keys]
-        occurrences += [o for o in self.occurrences if self._inside(o.ctx, host)]
-        for s in log_sites:
-            if s.reason is None:
-                s.reason = self._repeat_reason(s, occurrences, host)
-        candidates = [s for s in log_sites if s.reason is None]
-        # Refusing a site can make another unsafe, so iterate until nothing changes:
-        # a refused site keeps its from_mark (which may read another site's result), and
-        # it stays a log wait, which a later stream wait for the same point would overtake.
+                continue
+            inner_async = self._inner_function(s.ctx).asynchronous is not None
+            if s.usage == "sync" and inner_async:
+                s.reason = R_NOT_AWAITED  # a coroutine nobody awaits, or a task used later
+                continue
+            if s.usage == "sync" and is_async:
+                s.reason = R_SYNC_IN_ASYNC
+                continue
+            if s.usage != "gather" and s.stmt_line is None:
+                s.reason = R_LAYOUT
+                continue
+            s.reason = self._resolve_log(s, host)
+        self._settle_marks(host, sites)
+        converted = [s for s in sites if s.reason is None]
+        if not converted:
+            return
+        self._decide_consume(host, converted)
+        if self._try_marker(host, sites, converted):
+            return
+        self.converted.extend(converted)
+        if not has_param:
+            self.add_param.add(id(host))
+        for s in converted:
+            self._plan_site(s)
+        self._plan_marks_and_logs(host, converted)
+
+    def _resolve_log(self, site: _Site, host: Any) -> str | None:
+        """Find the server the site's log was opened for (the wait's `node=`)."""
+        c = self.c
+        receiver = site.call.func.value
+        index = None
+        if isinstance(receiver, c.Subscript):
+            if len(receiver.slice) != 1 or not isinstance(receiver.slice[0].slice, c.Index):
+                return _r_receiver(self.code(receiver))
+            index = receiver.slice[0].slice.value
+            if not _is_pure(index):
+                return _r_receiver(self.code(receiver))
+            base = receiver.value
+        else:
+            base = receiver
+        if not isinstance(base, c.Name):
+            return _r_receiver(self.code(receiver))
+        name = base.value
+        bindings = [b for b in self.logs if b.name == name and self._inside(b.ctx, host)]
+        stores = self._stores(name, host)
+        if not bindings:
+            return _r_receiver(self.code(receiver))
+        if len(stores) != len(bindings):
+            return _r_log_rebound(name)
+        if any(b.node is None for b in bindings):
+            return _r_receiver(self.code(receiver))
+        codes = {self.code(b.node) for b in bindings}
+        kinds = {b.per_server for b in bindings}
+        if len(codes) != 1 or kinds != {index is not None}:
+            return _r_log_rebound(name)
+        binding = bindings[0]
+        if binding.per_server and site.usage == "sync":
+            return _r_receiver(self.code(receiver))
+        node_code = codes.pop()
+        if index is not None:
+            node_code = f"{node_code}[{self.code(index)}]"
+        site.node_code = node_code
+        site.log_bindings = bindings
+        names = [n.value for n in _names_in(binding.node)]
+        if index is not None:
+            names += [n.value for n in _names_in(index)]
+        site.node_names = names
+        for b in bindings:
+            if b.line is None:
+                return R_LAYOUT
+            for n in names:
+                if self._rebound_between(n, b, site.start, site.ctx, host):
+                    return _r_node_rebound(n)
+        return None
+
+    def _rebound_between(
+        self, name: str, binding: _LogBinding, start: Pos, ctx: _Ctx, host: Any
+    ) -> bool:
+        loops = {id(x) for x in ctx.loops} - {id(x) for x in binding.ctx.loops}
+        for store in self._stores(name, host):
+            if binding.eff < store.eff <= start:
+                return True
+            if {id(x) for x in store.ctx.loops} & loops:
+                return True
+        return False
+
+    def _settle_marks(self, host: Any, sites: list[_Site]) -> None:
+        """Refuse sites whose mark cannot become a stream mark, until nothing changes."""
         changed = True
         while changed:
             changed = False
-            for s in candidates:
-                s.reason = self._result_reason(s, candidates, host) or self._overtake_reason(
-                    s, candidates, log_sites
-                )
-                if s.reason is not None:
-                    candidates.remove(s)
+            live = [s for s in sites if s.reason is None]
+            for s in live:
+                reason = self._mark_reason(s, host, live) or self._result_reason(s, host, live)
+                if reason is not None:
+                    s.reason = reason
                     changed = True
-                    break
-        if not candidates:
-            return
-        self.converted.extend(candidates)
-        if not has_param:
-            self.add_param.add(id(host))
-        self._clean_up(host, candidates, bindings)
 
-    def _result_reason(self, site: _Site, candidates: list[_Site], host: Any) -> str | None:
-        """Refuse a site whose (mark, matches) result is read later."""
+    def _mark_group(
+        self, name: str, seeds: list[_Store], node_code: str | None, host: Any, live: list[_Site]
+    ) -> list[_MarkBinding] | None:
+        """The `log.mark()` bindings of the mark `name` that reach, through the reads they
+        reach and the stores reaching those, from `seeds`; None unless each such store is
+        a log.mark() on that server's log or a converted wait's new mark and each such read
+        the from_mark of a converted wait on that server (it must stay a log mark then)."""
+        readers = {id(s.from_mark.value): s for s in live if s.mark_name == name}
+        stores = self._stores(name, host)
+        uses = [u for u in self.uses if u.name == name and self._inside(u.ctx, host)]
+        todo, seen, read, marks = list(seeds), set(), set(), []
+        if not todo:
+            return None  # a parameter, a global: no mark of this function
+        while todo:
+            store = todo.pop()
+            if id(store) in seen:
+                continue
+            seen.add(id(store))
+            mark = next((m for m in self.marks if m.name == name and m.eff == store.eff), None)
+            if mark is not None:
+                if self._mark_node(mark, host) != node_code:
+                    return None
+                marks.append(mark)
+            elif not any(
+                w.assign is not None
+                and w.targets[:1] == [name]
+                and w.assign_end == store.eff
+                and w.node_code == node_code
+                for w in live
+            ):
+                return None
+            for use in uses:
+                if id(use) in read or not self._later(
+                    use.start, use.ctx, store.eff, store.ctx, host
+                ):
+                    continue
+                read.add(id(use))
+                reader = readers.get(id(use.node))
+                if reader is None or reader.node_code != node_code:
+                    return None
+                todo += [s for s in stores if self._reaches(s, use, host)]
+        return marks
+
+    def _reaches(self, store: _Store, use: _Use, host: Any) -> bool:
+        return self._later(use.start, use.ctx, store.eff, store.ctx, host)
+
+    def _marks_of_site(
+        self, name: str, node_code: str | None, host: Any, live: list[_Site], site: _Site | None
+    ) -> list[_MarkBinding] | None:
+        """The mark bindings a converted site's from_mark (or, with `site` None, every read
+        of the name) depends on; None if the mark must stay a log mark."""
+        uses = [u for u in self.uses if u.name == name and self._inside(u.ctx, host)]
+        if site is not None:
+            uses = [u for u in uses if u.node is site.from_mark.value]
+        seeds = [
+            s for s in self._stores(name, host) if any(self._reaches(s, u, host) for u in uses)
+        ]
+        return self._mark_group(name, seeds, node_code, host, live)
+
+    def _mark_node(self, mark: _MarkBinding, host: Any) -> str | None:
+        """The server of `M = await L.mark()`, resolved as a wait on L would be."""
+        fake = _Site(mark.call, mark.start[0], mark.start, mark.ctx)
+        fake.usage = "await" if mark.awaited else "sync"
+        fake.stmt_line = mark.line
+        if mark.line is None or self._resolve_log(fake, host) is not None:
+            return None
+        mark.node_code = fake.node_code
+        return fake.node_code
+
+    def _mark_reason(self, site: _Site, host: Any, live: list[_Site]) -> str | None:
+        if site.mark_name is None:
+            return None
+        found = self._marks_of_site(site.mark_name, site.node_code, host, live, site)
+        if found is None:
+            return _r_mark(site.mark_name)
+        site.marks = found
+        return None
+
+    def _result_reason(self, site: _Site, host: Any, live: list[_Site]) -> str | None:
+        """`mark, matches = await log.wait_for(...)`: matches must not be read later; a mark
+        read later becomes a stream mark taken right after the wait."""
+        site.remark = False
         if site.assign is None:
             return None
-        dropped = set().union(*(s.dropped for s in candidates))
-        for name in site.targets:
-            if self._declared(name, host) or any(
-                id(u.node) not in dropped
-                for u in self._uses_after(name, site.assign_end, site.ctx, host)
-            ):
-                return R_TUPLE_USED
-        return None
-
-    def _overtake_reason(
-        self, site: _Site, candidates: list[_Site], log_sites: list[_Site]
-    ) -> str | None:
-        """Refuse a site that would consume the event an earlier, unconverted log wait saw."""
-        assert site.key is not None
-        loops = {id(loop) for loop in site.ctx.loops}
-        for other in log_sites:
-            if other is site or other in candidates or site.key not in other.keys:
+        assert site.assign_end is not None
+        for i, name in enumerate(site.targets):
+            later = self._uses_after(name, site.assign_end, site.ctx, host)
+            if not later:
                 continue
-            if other.start < site.start or {id(x) for x in other.ctx.loops} & loops:
-                return _r_overtake(*site.key)
+            if i > 0 or len(site.targets) == 1:
+                return R_TUPLE_USED if len(site.targets) > 1 else R_RESULT_USED
+            own = [st for st in self._stores(name, host) if st.eff == site.assign_end]
+            if site.usage == "gather" or (
+                self._mark_group(name, own, site.node_code, host, live) is None
+            ):
+                return _r_mark(name)
+            site.remark = True
         return None
 
-    def _repeat_reason(self, site: _Site, occurrences: list[_Occurrence], host: Any) -> str | None:
-        """Refuse a wait that the log could satisfy with the line an earlier wait matched."""
-        same = [o for o in occurrences if o.key == site.key and o.start != site.start]
-        earlier = [o for o in same if o.start < site.start]
-        loops = {id(loop) for loop in site.ctx.loops}
-        in_loop = [o for o in same if {id(x) for x in o.ctx.loops} & loops]
-        if not earlier and not loops:
-            return None
-        assert site.key is not None
-        refuse = _r_repeat(*site.key)
-        name = site.from_mark_name
-        if name is None or in_loop:
-            return refuse
-        stores = [s for s in self.stores if s.name == name and self._inside(s.ctx, host)]
-        if earlier:
-            last = max(o.start for o in earlier)
-            if not any(last < s.eff <= site.start for s in stores):
-                return refuse
-        if loops:
-            innermost = site.ctx.loops[-1]
-            if not any(any(x is innermost for x in s.ctx.loops) for s in stores):
-                return refuse
-        return None
+    def _decide_consume(self, host: Any, converted: list[_Site]) -> None:
+        """A log wait consumes nothing: where another stream wait in the function could
+        take the same event (same injection, phase and server), or in a loop, the
+        converted wait says consume=False."""
+        keys: dict[tuple[str, str, str | None], int] = {}
+        for s in converted:
+            assert s.pattern is not None
+            key = (s.pattern.name, s.pattern.phase, s.node_code)
+            keys[key] = keys.get(key, 0) + 1
+        existing = {key for key, ctx in self.stream_waits if self._inside(ctx, host)}
+        outer = set(map(id, self.def_loops.get(id(host), ())))
+        for s in converted:
+            assert s.pattern is not None
+            in_loop = bool(set(map(id, s.ctx.loops)) - outer)
+            s.consume = (
+                keys[(s.pattern.name, s.pattern.phase, s.node_code)] == 1
+                and (s.pattern.name, s.pattern.phase) not in existing
+                and not in_loop
+            )
 
-    def _clean_up(self, host: Any, converted: list[_Site], bindings: list[_Binding]) -> None:
-        """Drop marks and log openings whose last use went away with the conversion."""
-        dropped = set().union(*(s.dropped for s in converted))
-        gone_receivers = {id(s.receiver_node) for s in converted}
-        remaining_in_block: dict[int, int] = {}
-        for b in bindings:
-            if b.block is not None:
-                remaining_in_block.setdefault(id(b.block), len(b.block.body))
+    # ----------------------------------------------------------------- the marker
 
-        def removable(b: _Binding, gone: set[int]) -> bool:
-            if b.line is None or len(b.line.body) != 1 or self._declared(b.name, host):
-                return False
-            uses = self._uses_after(b.name, b.eff, b.ctx, host)
-            lost = [u for u in uses if id(u.node) in gone]
-            kept = [u for u in uses if id(u.node) not in gone]
-            if not lost or kept:
-                return False
-            if remaining_in_block[id(b.block)] <= 1:
-                return False  # never empty a block
-            remaining_in_block[id(b.block)] -= 1
-            return True
+    def _try_marker(self, host: Any, sites: list[_Site], converted: list[_Site]) -> bool:
+        """`@pytest.mark.wait_for_injection(...)` for a test whose only log wait, its last
+        statement, checks that the injection it enabled first thing was hit, on the
+        fixture's node (the one node the marker can enable on before the body)."""
+        c = self.c
+        if len(sites) != 1 or len(converted) != 1 or not self.imports_pytest:
+            return False
+        site = sites[0]
+        params = _param_names(host)
+        body = list(host.body.body)
+        if (
+            not host.name.value.startswith("test")
+            or _fixture_scope(host) is not None
+            or "injection_cluster" in params
+            or "injection_node" not in params
+            or "injection_api" not in params
+            or site.node_code != "injection_node"
+            or site.pattern is None
+            or site.pattern.phase != "enter"
+            or site.usage != "await"
+            or site.assign is not None
+            or site.block is not host.body
+            or site.stmt_line is not body[-1]
+        ):
+            return False
+        enable_at, enable = self._enable_call(body, site.pattern.name)
+        if enable is None:
+            return False
+        marks = [m for m in self.marks if m.name == site.mark_name and self._inside(m.ctx, host)]
+        if site.mark_name is not None and (
+            len(marks) != 1 or not any(marks[0].line is b for b in body[:enable_at])
+        ):
+            return False  # the mark must be taken before the injection is enabled
+        before = {id(b.line) for b in site.log_bindings} | {id(m.line) for m in marks}
+        for i, stmt in enumerate(body[:enable_at]):
+            if id(stmt) not in before and not (i == 0 and self._is_docstring(stmt)):
+                return False  # something else runs before the enable: the marker would not
+        name_uses = [
+            n
+            for n in _walk_nodes(host.body)
+            if isinstance(n, c.SimpleString) and n.evaluated_value == site.pattern.name
+        ]
+        if len(name_uses) != 2:
+            return False  # the injection is also messaged, disabled, ... by name
+        remove = {id(site.stmt_line), id(body[enable_at])} | {id(m.line) for m in marks}
+        receivers = {id(site.call.func.value)} | {id(m.receiver) for m in marks}
+        log_names = {b.name for b in site.log_bindings}
+        if not any(
+            u.name in log_names and self._inside(u.ctx, host) and id(u.node) not in receivers
+            for u in self.uses
+        ):
+            remove |= {id(b.line) for b in site.log_bindings}
+        if all(id(stmt) in remove or self._is_docstring(stmt) for stmt in body):
+            return False  # nothing left to trigger the injection
+        one_shot, parameters = enable
+        args = [_py_str(site.pattern.name, _quote(site)), f"one_shot={one_shot}"]
+        if parameters is not None:
+            args.append(f"parameters={parameters}")
+        timeout = self.code(site.timeout.value) if site.timeout is not None else LOG_TIMEOUT
+        args.append(f"timeout={timeout}")
+        self.decorators[id(host)] = [f"pytest.mark.{WAIT}({', '.join(args)})"]
+        self.marker_sites.append(site)
+        self.remove |= remove
+        return True
 
-        for b in bindings:
-            if b.kind == "mark" and removable(b, dropped):
-                self.remove_stmts.add(id(b.line))
-                if b.receiver_node is not None:
-                    gone_receivers.add(id(b.receiver_node))
-        for b in bindings:
-            if b.kind == "log" and b.pure and removable(b, gone_receivers):
-                self.remove_stmts.add(id(b.line))
+    def _is_docstring(self, stmt: Any) -> bool:
+        c = self.c
+        return (
+            isinstance(stmt, c.SimpleStatementLine)
+            and len(stmt.body) == 1
+            and isinstance(stmt.body[0], c.Expr)
+            and isinstance(stmt.body[0].value, (c.SimpleString, c.ConcatenatedString))
+        )
+
+    def _enable_call(self, body: list[Any], name: str) -> tuple[int, Any]:
+        """`await injection_api.enable_injection("NAME", ...)` as a statement of the body:
+        its index and (one_shot, parameters) as code, else (-1, None)."""
+        c = self.c
+        for i, stmt in enumerate(body):
+            if not (isinstance(stmt, c.SimpleStatementLine) and len(stmt.body) == 1):
+                continue
+            expr = stmt.body[0]
+            if not isinstance(expr, c.Expr):
+                continue
+            found = _method_call(expr.value, "enable_injection")
+            if found is None or not found[1] or _dotted(found[0].func.value) != "injection_api":
+                continue
+            call = found[0]
+            args = list(call.args)
+            if not args or args[0].keyword is not None or _string_value(args[0].value) != name:
+                return -1, None
+            one_shot, parameters = "False", None
+            for j, arg in enumerate(args[1:], start=1):
+                key = (
+                    arg.keyword.value
+                    if arg.keyword is not None
+                    else ("one_shot", "parameters")[min(j - 1, 1)]
+                )
+                if arg.star or (j > 2 and arg.keyword is None):
+                    return -1, None
+                if key == "one_shot" and _dotted(arg.value) in ("True", "False"):
+                    one_shot = _dotted(arg.value) or "False"
+                elif key == "parameters" and _is_literal(arg.value):
+                    parameters = self.code(arg.value)
+                else:
+                    return -1, None
+            return i, (one_shot, parameters)
+        return -1, None
+
+    # ----------------------------------------------------------------- planning the edits
+
+    def _plan_site(self, site: _Site) -> None:
+        assert site.pattern is not None and site.node_code is not None
+        sync = site.usage == "sync"
+        args: list[tuple[str | None, str]] = [(None, _py_str(site.pattern.name, _quote(site)))]
+        if site.pattern.phase != "enter":
+            args.append(("phase", _py_str(site.pattern.phase, _quote(site))))
+        args.append(("node", site.node_code))
+        if site.from_mark is not None:
+            args.append(("after", self.code(site.from_mark.value)))
+        timeout = self.code(site.timeout.value) if site.timeout is not None else LOG_TIMEOUT
+        args.append(("timeout", timeout))
+        if not site.consume:
+            args.append(("consume", "False"))
+        self.new_calls[id(site.call)] = _build_call(
+            site.call, f"{FIXTURE}.{WAIT}{'_sync' if sync else ''}", args
+        )
+        if site.assign is not None:
+            self.to_expr.add(id(site.assign))
+        if site.remark:
+            stmt = f"{site.targets[0]} = {_mark_call(site.node_code, sync)}"
+            self.insert_after.setdefault(id(site.stmt_line), []).append(stmt)
+
+    def _plan_marks_and_logs(self, host: Any, converted: list[_Site]) -> None:
+        c = self.c
+        marks = {id(m): m for s in converted for m in s.marks}
+        for mark in marks.values():
+            if mark.node_code:
+                call = c.parse_expression(
+                    _mark_call(mark.node_code, not mark.awaited).removeprefix("await ")
+                )
+                self.new_calls[id(mark.call)] = call
+        done: set[int] = set()
+        for s in converted:
+            for b in s.log_bindings:
+                if id(b) in done:
+                    continue
+                done.add(id(b))
+                stmt = _add_node_stmt(b, self.code(b.node), s.usage == "sync", self._fresh)
+                if b.per_server and f"zip({self.code(b.node)}, {b.name})" in self.code(host):
+                    continue
+                if any(
+                    code.replace(" ", "") in stmt.replace(" ", "")
+                    for code, ctx in self.add_nodes
+                    if self._inside(ctx, host)
+                ):
+                    continue  # already attached (a second run, or by hand)
+                self.insert_after.setdefault(id(b.line), []).append(stmt)
+
+    def _fresh(self, base: str) -> str:
+        used = {u.name for u in self.uses} | {s.name for s in self.stores}
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}{n}"
+        return name
 
 
-def _names_in(node: Any) -> Iterator[Any]:
-    c = _libcst()
-    if isinstance(node, c.Name):
-        yield node
+def _walk_nodes(node: Any) -> Iterator[Any]:
+    yield node
     for child in node.children:
-        yield from _names_in(child)
+        yield from _walk_nodes(child)
 
 
-# --------------------------------------------------------------------------- rewriting
-
-
-def _quote_of(value: Any) -> str:
+def _is_literal(node: Any) -> bool:
     c = _libcst()
+    if isinstance(node, (c.SimpleString, c.Integer, c.Float, c.Name)):
+        return not isinstance(node, c.Name) or node.value in ("None", "True", "False")
+    if isinstance(node, c.Dict):
+        return all(
+            isinstance(e, c.DictElement) and _is_literal(e.key) and _is_literal(e.value)
+            for e in node.elements
+        )
+    return False
+
+
+def _quote(site: _Site) -> str:
+    c = _libcst()
+    value = site.call.args[0].value
     while isinstance(value, c.ConcatenatedString):
         value = value.left
-    if isinstance(value, c.SimpleString):
-        return value.quote[0]
-    return value.quote[0] if isinstance(value, c.FormattedString) else '"'
+    quote = getattr(value, "quote", '"')
+    return quote[0] if quote else '"'
 
 
-def _rewrite_call(
-    call: Any, name: str, phase: str, pattern: Any, from_mark: Any, timeout: Any
-) -> Any:
-    """``log.wait_for(PATTERN, from_mark=m, timeout=t)`` -> the stream call, or None.
+def _py_str(text: str, quote: str = '"') -> str:
+    """A string literal for `text` in the file's quote style; names hold no quote."""
+    escaped = text.replace("\\", "\\\\")
+    if quote in escaped:
+        quote = '"' if quote == "'" else "'"
+    return f"{quote}{escaped}{quote}"
 
-    ``from_mark`` (an Arg or None) is dropped; ``timeout`` (an Arg or None) is
-    passed as ``timeout=`` even when it was positional. None means a comment
-    inside the call would be lost (the site is refused then).
-    """
+
+def _mark_call(node_code: str, sync: bool) -> str:
+    if sync:
+        return f"{FIXTURE}.mark_sync({node_code})"
+    return f"await {FIXTURE}.mark({node_code})"
+
+
+def _add_node_stmt(binding: _LogBinding, node_code: str, sync: bool, fresh: Any) -> str:
+    if not binding.per_server:
+        method = "add_node_sync" if sync else "add_node"
+        prefix = "" if sync else "await "
+        return f"{prefix}{FIXTURE}.{method}({node_code}, log={binding.name})"
+    server, log = fresh("server_"), fresh("log_")
+    return (
+        f"for {server}, {log} in zip({node_code}, {binding.name}):\n"
+        f"    await {FIXTURE}.add_node({server}, log={log})"
+    )
+
+
+def _build_call(call: Any, func: str, args: list[tuple[str | None, str]]) -> Any:
+    """The stream call, laid out as the original (one line, or one argument per line)."""
     c = _libcst()
-    if _has_comment(pattern) or _has_comment(call.func):
-        return None
-    q = _quote_of(pattern)
-    args = list(call.args)
-    args[0] = args[0].with_changes(value=c.SimpleString(f"{q}{name}{q}"))
-    if timeout is not None and timeout.keyword is None:
-        args[args.index(timeout)] = timeout.with_changes(
-            keyword=c.Name("timeout"),
-            equal=c.AssignEqual(
-                whitespace_before=c.SimpleWhitespace(""), whitespace_after=c.SimpleWhitespace("")
-            ),
-        )
-    k = 1
-    while k < len(args):
-        arg = args[k]
-        if arg is not from_mark:
-            k += 1
-            continue
-        prev = args[k - 1]
-        body_has_comment = any(_has_comment(x) for x in (arg.keyword, arg.equal, arg.value))
-        if body_has_comment:
-            return None
-        if k == len(args) - 1:  # last: prev takes over the closing comma and whitespace
-            if _has_comment(prev.comma) or _has_comment(prev.whitespace_after_arg):
-                return None
-            args[k - 1] = prev.with_changes(
-                comma=arg.comma, whitespace_after_arg=arg.whitespace_after_arg
+    new = c.parse_expression(f"{func}()")
+    first_ws = call.whitespace_before_args
+    seps = [a.comma.whitespace_after for a in call.args if isinstance(a.comma, c.Comma)]
+    multiline = isinstance(first_ws, c.ParenthesizedWhitespace) or any(
+        isinstance(ws, c.ParenthesizedWhitespace) for ws in seps
+    )
+    sep: Any = c.SimpleWhitespace(" ")
+    if multiline:
+        sep = next((ws for ws in seps if isinstance(ws, c.ParenthesizedWhitespace)), first_ws)
+    last = call.args[-1]
+    built = []
+    for i, (key, value) in enumerate(args):
+        arg = c.Arg(value=c.parse_expression(value))
+        if key is not None:
+            arg = arg.with_changes(
+                keyword=c.Name(key),
+                equal=c.AssignEqual(
+                    whitespace_before=c.SimpleWhitespace(""),
+                    whitespace_after=c.SimpleWhitespace(""),
+                ),
             )
-        elif not _has_comment(arg.comma) and not _has_comment(arg.whitespace_after_arg):
-            pass  # drop it with its comma; prev keeps its own
-        elif not _has_comment(prev.comma):
-            args[k - 1] = prev.with_changes(comma=arg.comma)
+        if i < len(args) - 1:
+            arg = arg.with_changes(comma=c.Comma(whitespace_after=sep))
         else:
-            return None
-        del args[k]
-    if phase != "enter":
-        args.insert(1, _phase_arg(call, args[0], phase, q))
-        args[0] = _before_phase(call, args[0])
-    func = c.Attribute(
-        value=c.Name(FIXTURE),
-        attr=c.Name(WAIT_METHOD),
-        dot=call.func.dot,
-        lpar=call.func.lpar,
-        rpar=call.func.rpar,
-    )
-    return call.with_changes(func=func, args=args)
-
-
-def _clean_break(ws: Any) -> Any:
-    """A line break to the same indentation as ``ws``, without its comment or blank lines."""
-    c = _libcst()
-    return c.ParenthesizedWhitespace(
-        first_line=c.TrailingWhitespace(),
-        empty_lines=[],
-        indent=ws.indent,
-        last_line=ws.last_line,
+            arg = arg.with_changes(comma=last.comma, whitespace_after_arg=last.whitespace_after_arg)
+        built.append(arg)
+    return call.with_changes(
+        func=new.func.with_changes(lpar=call.func.lpar, rpar=call.func.rpar),
+        args=built,
+        whitespace_before_args=first_ws,
     )
 
 
-def _phase_arg(call: Any, first: Any, phase: str, quote: str) -> Any:
-    """``phase="resume"``, placed where the argument after the pattern would go."""
-    c = _libcst()
-    comma = first.comma
-    after = first.whitespace_after_arg
-    if isinstance(comma, c.Comma) and isinstance(comma.whitespace_after, c.ParenthesizedWhitespace):
-        # the pattern's comment stays on the pattern's line; this one leads where it led
-        comma = comma.with_changes(whitespace_after=_clean_break(comma.whitespace_after))
-        after = c.SimpleWhitespace("")
-    return c.Arg(
-        keyword=c.Name("phase"),
-        equal=c.AssignEqual(
-            whitespace_before=c.SimpleWhitespace(""), whitespace_after=c.SimpleWhitespace("")
-        ),
-        value=c.SimpleString(f"{quote}{phase}{quote}"),
-        comma=comma,
-        whitespace_after_arg=after,
-    )
-
-
-def _before_phase(call: Any, first: Any) -> Any:
-    """The pattern argument, its comma now leading to the inserted ``phase=`` argument."""
-    c = _libcst()
-    lead = call.whitespace_before_args
-    comma = first.comma
-    if isinstance(comma, c.Comma) and isinstance(comma.whitespace_after, c.ParenthesizedWhitespace):
-        ws = comma.whitespace_after
-        indent = lead if isinstance(lead, c.ParenthesizedWhitespace) else ws
-        ws = ws.with_changes(indent=indent.indent, last_line=indent.last_line)
-        return first.with_changes(comma=comma.with_changes(whitespace_after=ws))
-    if isinstance(lead, c.ParenthesizedWhitespace):
-        sep: Any = _clean_break(lead)
-    else:
-        sep = c.SimpleWhitespace(" ")
-    return first.with_changes(
-        comma=c.Comma(whitespace_after=sep), whitespace_after_arg=c.SimpleWhitespace("")
-    )
+# --------------------------------------------------------------------------- applying
 
 
 def _param_sep(func: Any) -> Any:
@@ -1120,15 +1479,17 @@ def _param_sep(func: Any) -> Any:
                 break
         else:
             return c.SimpleWhitespace(" ")
-    return _clean_break(lead)
+    return c.ParenthesizedWhitespace(
+        first_line=c.TrailingWhitespace(),
+        empty_lines=[],
+        indent=lead.indent,
+        last_line=lead.last_line,
+    )
 
 
 def _add_param(func: Any) -> Any:
-    """``func``'s parameters plus the fixture, without a default, where pytest fills it in.
-
-    After the last plain parameter without a default (before any with one), or as
-    keyword-only after ``*``/``*args``; the layout (one line or one per line) is kept.
-    """
+    """`func`'s parameters plus the fixture, without a default, where pytest fills it in:
+    after the last plain parameter without a default, or keyword-only after `*`."""
     c = _libcst()
     params = func.params
     sep = _param_sep(func)
@@ -1171,36 +1532,33 @@ def _add_param(func: Any) -> Any:
 def _apply(analysis: _Analysis) -> Any:
     """Rewrite the module according to the analysis' decisions."""
     c = _libcst()
-    new_calls = {id(s.call): s.new_call for s in analysis.converted}
-    to_expr = {id(s.assign) for s in analysis.converted if s.assign is not None}
-    remove = analysis.remove_stmts
-    add_param = analysis.add_param
+    a = analysis
 
     class Apply(c.CSTTransformer):  # defined here: libcst is imported lazily
         def leave_Call(self, original: Any, updated: Any) -> Any:
-            new = new_calls.get(id(original))
-            if new is None:
-                return updated
-            # arguments of the rewritten call hold no further sites: use the prepared call
-            return new
+            return a.new_calls.get(id(original), updated)
 
         def leave_Assign(self, original: Any, updated: Any) -> Any:
-            if id(original) in to_expr:
+            if id(original) in a.to_expr:
                 return c.Expr(value=updated.value, semicolon=updated.semicolon)
             return updated
 
         def leave_FunctionDef(self, original: Any, updated: Any) -> Any:
-            if id(original) in add_param:
-                return updated.with_changes(params=_add_param(updated))
+            if id(original) in a.add_param:
+                updated = updated.with_changes(params=_add_param(updated))
+            for text in a.decorators.get(id(original), ()):
+                decorator = c.Decorator(decorator=c.parse_expression(text))
+                updated = updated.with_changes(decorators=[*updated.decorators, decorator])
             return updated
 
         def leave_IndentedBlock(self, original: Any, updated: Any) -> Any:
-            if not any(id(o) in remove for o in original.body):
+            touched = any(id(o) in a.remove or id(o) in a.insert_after for o in original.body)
+            if not touched:
                 return updated
             body: list[Any] = []
             carried: list[Any] = []
             for o, u in zip(original.body, updated.body, strict=True):
-                if id(o) in remove:
+                if id(o) in a.remove:
                     carried.extend(u.leading_lines)
                     comment = u.trailing_whitespace.comment
                     if comment is not None:
@@ -1210,12 +1568,14 @@ def _apply(analysis: _Analysis) -> Any:
                     u = u.with_changes(leading_lines=_merge_lines(carried, u.leading_lines))
                     carried = []
                 body.append(u)
+                for text in a.insert_after.get(id(o), ()):
+                    body.append(c.parse_statement(text + "\n"))
             footer = updated.footer
             if carried:
                 footer = [*carried, *footer]
             return updated.with_changes(body=body, footer=footer)
 
-    return analysis.module.visit(Apply())
+    return a.module.visit(Apply())
 
 
 def _merge_lines(first: list[Any], second: Sequence[Any]) -> list[Any]:
@@ -1228,90 +1588,43 @@ def _merge_lines(first: list[Any], second: Sequence[Any]) -> list[Any]:
 # --------------------------------------------------------------------------- public API
 
 
-def migrate_source(source: str, path: str = "<string>") -> FileResult:
+def migrate_source(source: str, path: str = "<string>", points: Points | None = None) -> FileResult:
     """Convert the log waits of one module's source; raise MigrateError if it does not parse.
 
-    Python's own parser checks the whole file (fast); libcst, which is slow on big
-    files, only sees the top-level statements (functions, classes) that mention
-    ``wait_for``. Everything else is passed through as text, byte for byte.
+    Only libcst parses the file, so what it accepts does not depend on the running
+    Python (3.12 syntax converts on 3.10).
     """
     c = _libcst()
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as err:
-        where = f" (line {err.lineno})" if err.lineno else ""
-        raise MigrateError(f"{path}: cannot parse: {err.msg}{where}") from None
-    except ValueError as err:  # a null byte
-        raise MigrateError(f"{path}: cannot parse: {err}") from None
     if not _MENTIONS_WAIT_FOR.search(source):
         return FileResult(path, source, source, 0, [])
-    parts: list[str] = []
-    converted = 0
-    skipped: list[Skipped] = []
-    for first_line, text in _top_level_chunks(source, tree):
-        if not _MENTIONS_WAIT_FOR.search(text):
-            parts.append(text)
-            continue
-        try:
-            module = c.parse_module(text)
-        except c.ParserSyntaxError as exc:
-            msg = str(exc.message).removeprefix("parser error: ")
-            raise MigrateError(f"{path}: cannot parse: {msg}") from None
-        analysis = _Analysis(c.metadata.MetadataWrapper(module, unsafe_skip_copy=True))
-        analysis.walk()
-        analysis.decide()
-        offset = first_line - 1
-        skipped += [
-            Skipped(path, s.line + offset, s.reason) for s in analysis.sites if s.reason is not None
-        ]
-        if analysis.converted:
-            parts.append(_apply(analysis).code)
-            converted += len(analysis.converted)
-        else:
-            parts.append(text)
-    skipped.sort(key=lambda s: (s.line, s.reason))
-    migrated = "".join(parts)
-    if converted and not _parses(migrated):  # pragma: no cover - a bug of ours
+    try:
+        module = c.parse_module(source)
+    except c.ParserSyntaxError as exc:
+        msg = str(exc.message).removeprefix("parser error: ")
+        raise MigrateError(f"{path}: cannot parse: {msg} (line {exc.raw_line})") from None
+    except Exception as exc:  # libcst raises other errors on odd input (a null byte)
+        raise MigrateError(f"{path}: cannot parse: {exc}") from None
+    analysis = _Analysis(c.metadata.MetadataWrapper(module, unsafe_skip_copy=True), points)
+    analysis.walk()
+    analysis.decide()
+    skipped = sorted(
+        (Skipped(path, s.line, s.reason) for s in analysis.sites if s.reason is not None),
+        key=lambda s: (s.line, s.reason),
+    )
+    done = len(analysis.converted) + len(analysis.marker_sites)
+    if not done:
+        return FileResult(path, source, source, 0, skipped)
+    migrated = _apply(analysis).code
+    try:
+        c.parse_module(migrated)
+    except Exception:  # pragma: no cover - a bug of ours
         bug = "internal error: the conversion did not parse; please report it"
         return FileResult(path, source, source, 0, [*skipped, Skipped(path, 1, bug)])
-    return FileResult(path, source, migrated, converted, skipped)
+    return FileResult(path, source, migrated, done, skipped)
 
 
 _MENTIONS_WAIT_FOR = re.compile(r"\bwait_for\b")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-
-
-def _top_level_chunks(source: str, tree: ast.Module) -> list[tuple[int, str]]:
-    """The source cut, at line starts, into pieces each holding whole top-level statements.
-
-    Returns (first line, text) pairs whose texts join back into ``source`` exactly,
-    so a piece can be parsed, rewritten and put back on its own.
-    """
-    lines = _LINE.findall(source)
-    starts = [1]
-    end = 0
-    for stmt in tree.body:
-        first = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", ()))])
-        if first > end and first > starts[-1]:
-            starts.append(first)
-        end = max(end, stmt.end_lineno or stmt.lineno)
-    chunks = []
-    for i, first in enumerate(starts):
-        stop = starts[i + 1] if i + 1 < len(starts) else len(lines) + 1
-        chunks.append((first, "".join(lines[first - 1 : stop - 1])))
-    if "".join(text for _, text in chunks) != source:  # pragma: no cover - defensive
-        return [(1, source)]
-    return chunks
-
-
-def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
 _SKIP_DIRS = {"__pycache__", "site-packages", "node_modules"}
 
 
@@ -1355,16 +1668,13 @@ def _read(path: Path) -> tuple[str, str]:
         raise MigrateError(f"{path}: cannot decode: {exc}") from None
 
 
-def _migrate_file(path: Path) -> tuple[FileResult, str]:
-    text, encoding = _read(path)
-    return migrate_source(text, str(path)), encoding
-
-
-def migrate_paths(paths: Sequence[str | os.PathLike[str]]) -> list[FileResult]:
+def migrate_paths(
+    paths: Sequence[str | os.PathLike[str]], points: Points | None = None
+) -> list[FileResult]:
     """Convert files and directories (recursing into *.py, sorted); nothing is written.
 
-    Raises MigrateError, with a message naming the path, for a path that does not
-    exist (before doing any work) or a file that cannot be read or parsed.
+    Raises MigrateError, naming the path, for a path that does not exist (before
+    doing any work) or a file that cannot be read or parsed.
     """
     _libcst()
     files: list[Path] = []
@@ -1372,7 +1682,7 @@ def migrate_paths(paths: Sequence[str | os.PathLike[str]]) -> list[FileResult]:
         if isinstance(item, MigrateError):
             raise item
         files.append(item)
-    return [_migrate_file(f)[0] for f in files]
+    return [migrate_source(_read(f)[0], str(f), points) for f in files]
 
 
 def _plural(n: int, word: str) -> str:
@@ -1383,22 +1693,21 @@ def run_migrate(
     paths: Sequence[str],
     *,
     write: bool = False,
+    points: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """The ``injection-events migrate`` command: diff (default) or write, then a summary.
+    """The `injection-events migrate` command: diff (default) or write, then the report.
 
-    Prints a unified diff of every file that would change (or writes them when
-    ``write``), then every site left unconverted as ``path:line: reason`` and a
-    one-line summary. Errors (a missing path, a file that does not parse) are
-    reported on ``err`` (default: ``out``) and the other files are still done.
-    Returns 0, also when some sites were skipped, or 2 when any input was bad or
-    libcst is not installed.
+    Prints a unified diff of every file that would change (or writes them), then
+    every log wait left as it is as `path:line: reason` and a one-line summary.
+    Returns 0, also when some waits were left, or 2 when any input was bad.
     """
     out = sys.stdout if out is None else out
     err = out if err is None else err
     try:
         _libcst()
+        known = load_points(points) if points is not None else None
     except MigrateError as exc:
         print(f"error: {exc}", file=err)
         return 2
@@ -1410,7 +1719,8 @@ def run_migrate(
             status = 2
             continue
         try:
-            result, encoding = _migrate_file(item)
+            text, encoding = _read(item)
+            result = migrate_source(text, str(item), known)
         except MigrateError as exc:
             print(f"error: {exc}", file=err)
             status = 2
@@ -1423,7 +1733,7 @@ def run_migrate(
                 status = 2
                 result = FileResult(result.path, result.original, result.original, 0, [])
             else:
-                print(f"wrote {item} ({_plural(result.converted, 'site')} converted)", file=err)
+                print(f"wrote {item} ({_plural(result.converted, 'wait')} converted)", file=err)
         elif result.changed:
             out.write(result.diff())
         results.append(result)
@@ -1432,9 +1742,9 @@ def run_migrate(
         print(s, file=err)
     converted = sum(r.converted for r in results)
     files = sum(1 for r in results if r.changed)
-    summary = f"{_plural(converted, 'site')} converted in {_plural(files, 'file')}"
+    summary = f"{_plural(converted, 'wait')} converted in {_plural(files, 'file')}"
     if skipped:
-        summary += f", {_plural(len(skipped), 'site')} left as is (listed above)"
+        summary += f", {_plural(len(skipped), 'wait')} left as is (listed above)"
     if not write and files:
         summary += "; dry run, nothing written (use --write to apply)"
     print(summary, file=err)

@@ -178,6 +178,13 @@ def parse_log_line(line: str) -> LogLine | None:
     )
 
 
+def format_log_line(level: str, timestamp: float, shard: int, message: str) -> str:
+    """One ScyllaDB log line (with its newline) from the framework's logger, as a node writes it."""
+    stamp = time.strftime(LOG_TIME_FORMAT, time.localtime(int(timestamp)))
+    millis = int(timestamp * 1000) % 1000
+    return f"{level:<5} {stamp},{millis:03d} [shard {shard}:main] {LOG_LOGGER} - {message}\n"
+
+
 def parse_framework_message(message: str) -> FrameworkLine | None:
     """The injection event a message of the framework's logger stands for, if any."""
     if message == DISABLING_ALL:
