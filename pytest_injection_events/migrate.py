@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import tokenize
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,8 @@ _SCAN = (
     (re.compile(r"""\.declare\(\s*["']([^"']+)["']\s*,\s*["'](\w+)["']"""), None),
 )
 
+_ANY_INJECT = re.compile(r'\binject\(\s*"([^"]+)"')
+
 
 def load_points(source: str, *, token: str | None = None) -> Points:
     """`--points SOURCE`: a catalog JSON file (as `/points` answers), a node's URL, or a
@@ -278,6 +281,7 @@ def _points_from_catalog(catalog: Any, source: str) -> Points:
 
 def _scan_points(root: Path, source: str) -> Points:
     points = Points(source)
+    others: set[str] = set()
     for directory, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
         for name in sorted(files):
@@ -293,6 +297,9 @@ def _scan_points(root: Path, source: str) -> Points:
                     points.add(
                         match.group(1), "wait_for_message" if found == "breakpoint" else found
                     )
+            others.update(m.group(1) for m in _ANY_INJECT.finditer(text))
+    for name in others - set(points.kinds):
+        points.add(name, "other")  # a lambda, sleep, exception or parameter point
     return points
 
 
@@ -315,7 +322,9 @@ def _string_value(node: Any) -> str | bool | None:
     read from each piece alone, never by parsing the file with the running Python."""
     c = _libcst()
     if isinstance(node, c.SimpleString):
-        value = node.evaluated_value
+        with warnings.catch_warnings():  # an invalid escape ("a\.b") warns, as at run time
+            warnings.simplefilter("ignore")
+            value = node.evaluated_value
         return value if isinstance(value, str) else None
     if isinstance(node, c.ConcatenatedString):
         left, right = _string_value(node.left), _string_value(node.right)
@@ -330,7 +339,8 @@ def _string_value(node: Any) -> str | bool | None:
         for part in node.parts:
             if not isinstance(part, c.FormattedStringText):
                 return False
-            piece = c.SimpleString(f"{prefix}{node.quote}{part.value}{node.quote}").evaluated_value
+            literal = c.SimpleString(f"{prefix}{node.quote}{part.value}{node.quote}")
+            piece = _string_value(literal)
             text.append(str(piece).replace("{{", "{").replace("}}", "}"))
         return "".join(text)
     return None
@@ -743,6 +753,9 @@ class _Analysis:
             return  # Condition.wait_for(predicate) and the like: not a log wait
         site = _Site(call, self.start(call)[0], self.start(call), ctx)
         self.sites.append(site)
+        if ctx.chain and isinstance(ctx.chain[-1], c.Lambda):
+            site.reason = R_LAMBDA
+            return
         parent = parents[-1] if parents else None
         if isinstance(parent, c.Await):
             holder = parents[-2] if len(parents) > 1 else None
@@ -900,8 +913,8 @@ class _Analysis:
         if kind in _BREAKPOINT_KINDS:
             return None
         if kind == "handler":
-            return _r_handler(found.name, points.source)
-        return _r_unconfirmed(found.name, points.source, kind)
+            return _r_handler(found.name, "--points")
+        return _r_unconfirmed(found.name, "--points", kind)
 
     # ----------------------------------------------------------------- decisions
 
@@ -1244,9 +1257,11 @@ class _Analysis:
         name_uses = [
             n
             for n in _walk_nodes(host.body)
-            if isinstance(n, c.SimpleString) and n.evaluated_value == site.pattern.name
+            if isinstance(n, c.SimpleString)
+            and site.pattern.name in str(n.evaluated_value)
+            and n is not site.call.args[0].value
         ]
-        if len(name_uses) != 2:
+        if len(name_uses) != 1:
             return False  # the injection is also messaged, disabled, ... by name
         remove = {id(site.stmt_line), id(body[enable_at])} | {id(m.line) for m in marks}
         receivers = {id(site.call.func.value)} | {id(m.receiver) for m in marks}
@@ -1431,12 +1446,10 @@ def _build_call(call: Any, func: str, args: list[tuple[str | None, str]]) -> Any
     new = c.parse_expression(f"{func}()")
     first_ws = call.whitespace_before_args
     seps = [a.comma.whitespace_after for a in call.args if isinstance(a.comma, c.Comma)]
-    multiline = isinstance(first_ws, c.ParenthesizedWhitespace) or any(
-        isinstance(ws, c.ParenthesizedWhitespace) for ws in seps
+    # one argument per line if the call had them so, else all on one line
+    sep: Any = next(
+        (ws for ws in seps if isinstance(ws, c.ParenthesizedWhitespace)), c.SimpleWhitespace(" ")
     )
-    sep: Any = c.SimpleWhitespace(" ")
-    if multiline:
-        sep = next((ws for ws in seps if isinstance(ws, c.ParenthesizedWhitespace)), first_ws)
     last = call.args[-1]
     built = []
     for i, (key, value) in enumerate(args):
