@@ -12,6 +12,8 @@ awaitable on a running loop and run to completion when called from sync code.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import re
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
@@ -31,9 +33,7 @@ from .protocol import (
     TRIGGERING_HANDLER,
     TRIGGERING_SLEEP,
     WAITING_FOR_MESSAGE,
-    base_url,
     format_log_line,
-    node_id_of,
     parse_framework_message,
 )
 
@@ -246,7 +246,15 @@ class InjectionLogFile:
                 f"{type(self).__name__} has no attribute {name!r} without the real log "
                 "object: pass log=... (e.g. await manager.server_open_log(server.server_id))"
             )
-        return getattr(log, name)
+        attribute = getattr(log, name)
+        if inspect.iscoroutinefunction(attribute):  # an async-only log: usable from sync code too
+
+            @functools.wraps(attribute)
+            def universal(*args: Any, **kwargs: Any) -> Any:
+                return _universal(attribute(*args, **kwargs))
+
+            return universal
+        return attribute
 
     def __repr__(self) -> str:
         return f"InjectionLogFile(node={self.node!r}, log={self._log!r})"
@@ -413,7 +421,7 @@ class InjectionLogFile:
         await self._attach()
         regex = re.compile(expr)
         refuse = re.compile(filter_expr) if filter_expr else None
-        node_id = self._node_id()
+        node_id = self.stream.node_id(self.node)
         lines: list[tuple[str, re.Match[str]]] = []
         for event in list(self.stream.events):
             if event.node != node_id or (from_mark is not None and from_mark.excludes(event)):
@@ -426,15 +434,6 @@ class InjectionLogFile:
                 if len(lines) == max_count:
                     break
         return lines
-
-    def _node_id(self) -> str:
-        """The node id the stream gives this node's events."""
-        target = getattr(self.node, "url", None) or getattr(self.node, "ip_addr", None)
-        url = base_url(str(target if target is not None else self.node))
-        for node in getattr(self.stream, "nodes", ()):
-            if getattr(node, "url", None) == url:
-                return str(node.node_id)
-        return node_id_of(url)
 
 
 async def _first_success(jobs: list[asyncio.Future[T]]) -> T:
