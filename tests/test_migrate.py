@@ -571,3 +571,61 @@ def test_command_line_diff_on_stdout_report_on_stderr_and_points(tmp_path: Path)
 
 def test_skipped_prints_as_path_line_reason() -> None:
     assert str(Skipped("t.py", 3, "why")) == "t.py:3: why"
+
+
+# ----------------------------------------------------------------------------- converted tests run
+
+RUN_CONFTEST = """
+import sys
+
+import pytest_asyncio
+
+sys.path.insert(0, {tests!r})
+from manager import Manager  # noqa: E402
+
+
+@pytest_asyncio.fixture
+async def manager():
+    async with Manager() as manager:
+        add = manager.servers_add
+
+        async def servers_add(n=1, **options):
+            options.setdefault("events", {events!r})
+            return await add(n, **options)
+
+        manager.servers_add = servers_add
+        yield manager
+"""
+EXPECTED_FAILURES = {
+    "test_hit_on_one_server_does_not_satisfy_another",
+    "test_hit_before_the_mark_does_not_count",
+}
+
+
+def _outcomes(pytester: pytest.Pytester, name: str, text: str) -> dict[str, str]:
+    pytester.makepyfile(**{name: text})
+    result = pytester.runpytest_subprocess(f"{name}.py", "-rA", "-p", "no:cacheprovider")
+    outcomes = {}
+    for line in result.outlines:
+        match = re.match(rf"(PASSED|FAILED|ERROR) {name}\.py::(\w+)( - .*)?", line)
+        if match:
+            outcomes[match.group(2)] = match.group(1)
+            # a failure must be a wait that timed out, not a conversion that broke
+            assert match.group(1) == "PASSED" or "Timeout" in (match.group(3) or ""), line
+    return outcomes
+
+
+@pytest.mark.parametrize("source", ["stream", "log"])
+def test_converted_samples_pass_exactly_where_the_originals_pass(
+    source: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster sample, before and after conversion, on fake nodes added in the body:
+    with the event stream, and without it (ScyllaDB's API only: read through the log)."""
+    tests = str(Path(__file__).parent)
+    monkeypatch.setenv("COLUMNS", "400")  # the summary lines whole, with the error
+    pytester.makeconftest(RUN_CONFTEST.format(tests=tests, events=source == "stream"))
+    before = _outcomes(pytester, "test_original", sample("cluster"))
+    after = _outcomes(pytester, "test_converted", sample("cluster", "expected"))
+    assert len(before) == 6
+    assert after == before
+    assert {name for name, outcome in before.items() if outcome != "PASSED"} == EXPECTED_FAILURES
