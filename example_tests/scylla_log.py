@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from pathlib import Path
 
 
 class ScyllaLogFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self.file = Path(path)  # as ScyllaDB's: what a stream reads a node's log from
 
     async def mark(self) -> int:
         return os.stat(self.path).st_size

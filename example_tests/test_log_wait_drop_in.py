@@ -4,6 +4,7 @@ stream-backed drop-in. The regexes keep matching the same lines, at push speed."
 import asyncio
 
 import pytest
+from scylla_log import ScyllaLogFile
 
 from pytest_injection_events.logfile import InjectionLogFile
 
@@ -12,7 +13,8 @@ from pytest_injection_events.logfile import InjectionLogFile
 async def test_write_parks_at_breakpoint(
     injection_node, injection_api, injection_event_stream, http
 ):
-    log = InjectionLogFile(injection_event_stream)  # was: ScyllaLogFile(node.log_path)
+    real = ScyllaLogFile(injection_node.log_path)
+    log = InjectionLogFile(injection_event_stream, injection_node, real)  # was: log = real
     mark = await log.mark()
     await injection_api.enable_injection("kv_write_before_apply", one_shot=True)
 

@@ -18,7 +18,7 @@ async def test_write_parks_at_breakpoint(injection_node, injection_api, http):
     await injection_api.enable_injection("kv_write_before_apply", one_shot=True)
 
     write = asyncio.create_task(http.put(f"{injection_node.url}/kv/k", data=b"v"))
-    mark, _ = await log.wait_for("kv_write_before_apply: waiting", from_mark=mark)
+    mark, _ = await log.wait_for("kv_write_before_apply: waiting for message", from_mark=mark)
     async with http.get(f"{injection_node.url}/kv/k") as response:
         assert response.status == 404
 

@@ -233,11 +233,24 @@ class InjectionLogFile:
     """`mark()`, `wait_for()` and `grep()` of ScyllaDB's log object for one node, answered
     from the stream for the injection framework's lines; the rest goes to `log`."""
 
-    def __init__(self, stream: Any, node: Any, log: Any = None) -> None:
+    def __init__(self, stream: Any, node: Any = None, log: Any = None) -> None:
         self.stream = stream
-        self.node = node
+        self._node = node
         self._log = log
         self._attached = False
+
+    @property
+    def node(self) -> Any:
+        """The server this log is of; if not given, the stream's one node."""
+        if self._node is not None:
+            return self._node
+        nodes = self.stream.nodes
+        if len(nodes) != 1:
+            raise ValueError(
+                f"InjectionLogFile(stream) needs the node when the stream follows {len(nodes)} "
+                "nodes: InjectionLogFile(stream, server, log)"
+            )
+        return nodes[0].url
 
     def __getattr__(self, name: str) -> Any:
         log = self.__dict__.get("_log")

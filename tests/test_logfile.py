@@ -238,3 +238,15 @@ def test_from_sync_code_as_scylladb_s_log_object(tmp_path: Path) -> None:
         assert statuses == [200]
         assert log.wait_for(f"{BREAKPOINT}: message received", from_mark=mark, timeout=10)
         assert log.grep_for_errors() == []  # the real log's async method, run to completion
+
+
+@pytest.mark.asyncio
+async def test_the_node_may_be_left_out_when_the_stream_follows_one(manager: Manager) -> None:
+    async with injection_event_stream() as stream:
+        first, second = await manager.servers_add(2)
+        log = InjectionLogFile(stream)
+        await stream.add_node(first)
+        assert await log.mark() == 0  # no real log: the offset part is 0
+        await stream.add_node(second)
+        with pytest.raises(ValueError, match="needs the node when the stream follows 2 nodes"):
+            await InjectionLogFile(stream).mark()
