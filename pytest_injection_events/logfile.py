@@ -15,7 +15,7 @@ import asyncio
 import functools
 import inspect
 import re
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -182,7 +182,7 @@ class LogMark(int):
         if self.through is None:
             return False
         seq, timestamp = self.through
-        return event.seq <= seq and event.timestamp <= timestamp
+        return event.seq is not None and event.seq <= seq and event.timestamp <= timestamp
 
 
 def _as_mark(mark: Any) -> LogMark | None:
@@ -346,7 +346,7 @@ class InjectionLogFile:
         offsets = [offset for _, _, _, offset in results if offset is not None]
         if self._log is not None and len(offsets) < len(results):
             offsets.append(int(await _resolve(self._log.mark())))
-        through = max(((e.seq, e.timestamp) for e in events), default=None)
+        through = max(((e.seq, e.timestamp) for e in events if e.seq is not None), default=None)
         if from_mark is not None and from_mark.through is not None and through is not None:
             through = max(through, from_mark.through)
         elif through is None and from_mark is not None:
@@ -449,7 +449,7 @@ class InjectionLogFile:
         return lines
 
 
-async def _first_success(jobs: list[asyncio.Future[T]]) -> T:
+async def _first_success(jobs: Sequence[asyncio.Future[T]]) -> T:
     """The first job to succeed; if all fail, the first one's error."""
     pending = set(jobs)
     first_error: BaseException | None = None
@@ -465,7 +465,7 @@ async def _first_success(jobs: list[asyncio.Future[T]]) -> T:
     raise first_error
 
 
-async def _all_or_first_error(jobs: list[asyncio.Future[T]]) -> list[T]:
+async def _all_or_first_error(jobs: Sequence[asyncio.Future[T]]) -> list[T]:
     """Every job's result, in order; the first error as soon as one fails."""
     done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
     for job in jobs:

@@ -330,9 +330,9 @@ def _string_value(node: Any) -> str | bool | None:
         left, right = _string_value(node.left), _string_value(node.right)
         if left is False or right is False:
             return False
-        if left is None or right is None:
-            return None
-        return left + right  # type: ignore[operator]
+        if isinstance(left, str) and isinstance(right, str):
+            return left + right
+        return None
     if isinstance(node, c.FormattedString):
         text = []
         prefix = node.prefix.lower().replace("f", "")
@@ -1511,7 +1511,7 @@ def _add_param(func: Any) -> Any:
     if isinstance(params.star_arg, (c.Param, c.ParamStar)):
         seq_field, seq = "kwonly_params", list(params.kwonly_params)
         index = len(seq)
-        prev_field = "kwonly_params" if index else "star_arg"
+        prev_field: str | None = "kwonly_params" if index else "star_arg"
     else:
         seq_field, seq = "params", list(params.params)
         index = next((i for i, p in enumerate(seq) if p.default is not None), len(seq))
@@ -1547,7 +1547,7 @@ def _apply(analysis: _Analysis) -> Any:
     c = _libcst()
     a = analysis
 
-    class Apply(c.CSTTransformer):  # defined here: libcst is imported lazily
+    class Apply(c.CSTTransformer):  # type: ignore[name-defined]  # libcst: imported lazily
         def leave_Call(self, original: Any, updated: Any) -> Any:
             return a.new_calls.get(id(original), updated)
 
