@@ -1273,6 +1273,11 @@ class _Analysis:
             remove |= {id(b.line) for b in site.log_bindings}
         if all(id(stmt) in remove or self._is_docstring(stmt) for stmt in body):
             return False  # nothing left to trigger the injection
+        if any(
+            isinstance(n, c.Call) and self._last_name(n.func) in _BACKGROUND
+            for n in _walk_nodes(host.body)
+        ):
+            return False  # work left running on the test's loop: the marker checks after it
         one_shot, parameters = enable
         args = [_py_str(site.pattern.name, _quote(site)), f"one_shot={one_shot}"]
         if parameters is not None:
@@ -1385,6 +1390,13 @@ class _Analysis:
             n += 1
             name = f"{base}{n}"
         return name
+
+
+#: Calls that leave work running on the test's loop after the body: the marker's check
+#: runs once the body returned, so such work would not run before it.
+_BACKGROUND = frozenset(
+    {"create_task", "ensure_future", "TaskGroup", "call_soon", "call_later", "call_at"}
+)
 
 
 def _walk_nodes(node: Any) -> Iterator[Any]:

@@ -35,7 +35,7 @@ from pytest_injection_events.node import FakeNode  # noqa: E402
 
 SAMPLES = Path(__file__).parent / "migrate_samples"
 SAMPLE_NAMES = sorted(p.name.removesuffix(".input.txt") for p in SAMPLES.glob("*.input.txt"))
-CONVERTED = {"cluster": 10, "marker": 4, "points": 3, "refusals": 0, "sync": 2, "syntax312": 2}
+CONVERTED = {"cluster": 10, "marker": 5, "points": 3, "refusals": 0, "sync": 2, "syntax312": 2}
 CATALOG = SAMPLES / "points.json"
 SOURCE_TREE = SAMPLES / "points_src"
 
@@ -378,13 +378,15 @@ def test_unparseable_source_raises_a_clear_error() -> None:
 def test_the_marker_replaces_enable_and_final_check_on_the_fixture_node() -> None:
     result = migrated("marker")
     assert (
-        '@pytest.mark.wait_for_injection("kv_write_before_apply", one_shot=True, timeout=30)\n'
-        "async def test_write_parks(injection_node, injection_api):\n"
-        '    asyncio.create_task(put(injection_node, "k"))'
+        "@pytest.mark.wait_for_injection('kv_write_error', one_shot=True, timeout=30)\n"
+        "async def test_write_fails(injection_node, injection_api):\n"
+        '    assert await put(injection_node, "k") == 500\n\n\n'
     ) in result.migrated
-    # where the marker would not mean the same, the wait converts as usual
+    # where the marker would not mean the same, the wait converts as usual: a task
+    # triggers it, something runs before the enable, a server added in the body, the
+    # injection named again in the body
     assert result.migrated.count("\n@pytest.mark.wait_for_injection") == 1
-    assert result.migrated.count('wait_for_injection("kv_write_before_apply", node=') == 3
+    assert result.migrated.count("injection_event_stream.wait_for_injection(") == 4
 
 
 # ----------------------------------------------------------------------------- --points
@@ -580,13 +582,13 @@ import sys
 
 import pytest_asyncio
 
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {examples!r}]
 from manager import Manager  # noqa: E402
 
 
 @pytest_asyncio.fixture
 async def manager():
-    async with Manager() as manager:
+    async with Manager(log_level="debug") as manager:
         add = manager.servers_add
 
         async def servers_add(n=1, **options):
@@ -597,8 +599,11 @@ async def manager():
         yield manager
 """
 EXPECTED_FAILURES = {
-    "test_hit_on_one_server_does_not_satisfy_another",
-    "test_hit_before_the_mark_does_not_count",
+    "cluster": {
+        "test_hit_on_one_server_does_not_satisfy_another",
+        "test_hit_before_the_mark_does_not_count",
+    },
+    "marker": set(),
 }
 
 
@@ -615,17 +620,27 @@ def _outcomes(pytester: pytest.Pytester, name: str, text: str) -> dict[str, str]
     return outcomes
 
 
-@pytest.mark.parametrize("source", ["stream", "log"])
+@pytest.mark.parametrize(
+    ("name", "source"), [("cluster", "stream"), ("cluster", "log"), ("marker", "stream")]
+)
 def test_converted_samples_pass_exactly_where_the_originals_pass(
-    source: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    name: str, source: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cluster sample, before and after conversion, on fake nodes added in the body:
-    with the event stream, and without it (ScyllaDB's API only: read through the log)."""
-    tests = str(Path(__file__).parent)
+    """A sample, before and after conversion, on fake nodes added in the body: with the
+    event stream, and without it (ScyllaDB's API only: read through the log); the marker
+    sample on the plugin's own node."""
+    tests = Path(__file__).parent
     monkeypatch.setenv("COLUMNS", "400")  # the summary lines whole, with the error
-    pytester.makeconftest(RUN_CONFTEST.format(tests=tests, events=source == "stream"))
-    before = _outcomes(pytester, "test_original", sample("cluster"))
-    after = _outcomes(pytester, "test_converted", sample("cluster", "expected"))
-    assert len(before) == 6
+    pytester.makeconftest(
+        RUN_CONFTEST.format(
+            tests=str(tests),
+            examples=str(tests.parent / "example_tests"),
+            events=source == "stream",
+        )
+    )
+    before = _outcomes(pytester, "test_original", sample(name))
+    after = _outcomes(pytester, "test_converted", sample(name, "expected"))
+    assert len(before) == sample(name).count("\nasync def test_")
     assert after == before
-    assert {name for name, outcome in before.items() if outcome != "PASSED"} == EXPECTED_FAILURES
+    failed = {test for test, outcome in before.items() if outcome != "PASSED"}
+    assert failed == EXPECTED_FAILURES[name]
