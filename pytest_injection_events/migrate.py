@@ -477,6 +477,7 @@ class _LogBinding:
     eff: Pos
     ctx: _Ctx
     awaited: bool
+    keyed: bool = False  # {s: log of s for s in SERVERS}: L[s] is the log of s
 
 
 @dataclass(eq=False)
@@ -685,11 +686,11 @@ class _Analysis:
         opened = self._log_opening(value)
         if opened is not None:
             server, per_server, awaited = opened
-            self.logs.append(
-                _LogBinding(
-                    target.value, server, per_server, line, block, self.end(node), ctx, awaited
-                )
+            binding = _LogBinding(
+                target.value, server, per_server, line, block, self.end(node), ctx, awaited
             )
+            binding.keyed = isinstance(value, c.DictComp)
+            self.logs.append(binding)
 
     def _log_opening(self, value: Any) -> tuple[Any, bool, bool] | None:
         """(server expression or None, per server?, awaited?) if `value` opens server logs."""
@@ -711,11 +712,20 @@ class _Analysis:
                 arg = call.args[0]
                 if arg.star == "*" and isinstance(arg.value, c.GeneratorExp):
                     comp, awaited = arg.value, True
-        if comp is value and not isinstance(comp, c.ListComp):
+        if comp is value and not isinstance(comp, (c.ListComp, c.DictComp)):
             return None
-        if not isinstance(comp, (c.ListComp, c.GeneratorExp)):
+        if not isinstance(comp, (c.ListComp, c.GeneratorExp, c.DictComp)):
             return None
-        elt = _method_call(comp.elt, "server_open_log")
+        if isinstance(comp, c.DictComp):
+            key = comp.key
+            loop = comp.for_in
+            if not (isinstance(key, c.Name) and isinstance(loop.target, c.Name)):
+                return None
+            if key.value != loop.target.value:
+                return None
+            elt = _method_call(comp.value, "server_open_log")
+        else:
+            elt = _method_call(comp.elt, "server_open_log")
         if elt is None:
             return None
         loop = comp.for_in
@@ -1051,19 +1061,21 @@ class _Analysis:
             return _r_receiver(self.code(receiver))
         codes = {self.code(b.node) for b in bindings}
         kinds = {b.per_server for b in bindings}
+        if len({b.keyed for b in bindings}) != 1:
+            return _r_log_rebound(name)
         if len(codes) != 1 or kinds != {index is not None}:
             return _r_log_rebound(name)
         binding = bindings[0]
         if binding.per_server and site.usage == "sync":
             return _r_receiver(self.code(receiver))
         node_code = codes.pop()
-        if index is not None:
+        names = [n.value for n in _names_in(binding.node)]
+        if index is not None and binding.keyed:
+            node_code, names = self.code(index), []  # logs[s] is the log of s
+        elif index is not None:
             node_code = f"{node_code}[{self.code(index)}]"
         site.node_code = node_code
-        site.log_bindings = bindings
-        names = [n.value for n in _names_in(binding.node)]
-        if index is not None:
-            names += [n.value for n in _names_in(index)]
+        site.log_bindings = bindings  # an index is read at the wait, as it was: not checked
         site.node_names = names
         for b in bindings:
             if b.line is None:
@@ -1373,7 +1385,8 @@ class _Analysis:
                     continue
                 done.add(id(b))
                 stmt = _add_node_stmt(b, self.code(b.node), s.usage == "sync", self._fresh)
-                if b.per_server and f"zip({self.code(b.node)}, {b.name})" in self.code(host):
+                attached = f"{b.name}.items()" if b.keyed else f"zip({self.code(b.node)}, {b.name})"
+                if b.per_server and attached in self.code(host):
                     continue
                 if any(
                     code.replace(" ", "") in stmt.replace(" ", "")
@@ -1446,10 +1459,8 @@ def _add_node_stmt(binding: _LogBinding, node_code: str, sync: bool, fresh: Any)
         prefix = "" if sync else "await "
         return f"{prefix}{FIXTURE}.{method}({node_code}, log={binding.name})"
     server, log = fresh("server_"), fresh("log_")
-    return (
-        f"for {server}, {log} in zip({node_code}, {binding.name}):\n"
-        f"    await {FIXTURE}.add_node({server}, log={log})"
-    )
+    pairs = f"{binding.name}.items()" if binding.keyed else f"zip({node_code}, {binding.name})"
+    return f"for {server}, {log} in {pairs}:\n    await {FIXTURE}.add_node({server}, log={log})"
 
 
 def _build_call(call: Any, func: str, args: list[tuple[str | None, str]]) -> Any:
