@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .logfile import FrameworkPattern, framework_pattern, regex_literal
-from .protocol import parse_framework_message
+from .protocol import TOKEN_ENV, parse_framework_message
 
 __all__ = [
     "FileResult",
@@ -251,6 +251,8 @@ def load_points(source: str, *, token: str | None = None) -> Points:
 
 def _fetch_points(url: str, token: str | None) -> Any:
     from .client import InjectionApi
+
+    token = token or os.environ.get(TOKEN_ENV) or None
 
     async def fetch() -> Any:
         async with InjectionApi(url, token=token) as api:
@@ -508,7 +510,6 @@ class _Site:
     targets: list[str] = field(default_factory=list)
     pattern: FrameworkPattern | None = None
     node_code: str | None = None
-    node_names: list[str] = field(default_factory=list)
     log_bindings: list[_LogBinding] = field(default_factory=list)
     from_mark: Any = None  # the Arg
     mark_name: str | None = None
@@ -996,6 +997,11 @@ class _Analysis:
         for host, sites in by_host.values():
             self._decide_host(host, sites)
 
+    def _in_sync(self, ctx: _Ctx) -> bool:
+        """Whether code at `ctx` runs in a plain `def` (no await there: the _sync twins)."""
+        inner = self._inner_function(ctx)
+        return inner is not None and inner.asynchronous is None
+
     def _inner_function(self, ctx: _Ctx) -> Any:
         return next((f for f in reversed(ctx.chain) if isinstance(f, self.c.FunctionDef)), None)
 
@@ -1076,7 +1082,6 @@ class _Analysis:
             node_code = f"{node_code}[{self.code(index)}]"
         site.node_code = node_code
         site.log_bindings = bindings  # an index is read at the wait, as it was: not checked
-        site.node_names = names
         for b in bindings:
             if b.line is None:
                 return R_LAYOUT
@@ -1375,7 +1380,7 @@ class _Analysis:
         for mark in marks.values():
             if mark.node_code:
                 call = c.parse_expression(
-                    _mark_call(mark.node_code, not mark.awaited).removeprefix("await ")
+                    _mark_call(mark.node_code, self._in_sync(mark.ctx)).removeprefix("await ")
                 )
                 self.new_calls[id(mark.call)] = call
         done: set[int] = set()
@@ -1384,7 +1389,7 @@ class _Analysis:
                 if id(b) in done:
                     continue
                 done.add(id(b))
-                stmt = _add_node_stmt(b, self.code(b.node), s.usage == "sync", self._fresh)
+                stmt = _add_node_stmt(b, self.code(b.node), self._in_sync(b.ctx), self._fresh)
                 attached = f"{b.name}.items()" if b.keyed else f"zip({self.code(b.node)}, {b.name})"
                 if b.per_server and attached in self.code(host):
                     continue
