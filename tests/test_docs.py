@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: Every code block of these is run. (docs/migration.md and docs/http-api.md are
 #: owned by other work in progress: add them here once their blocks run.)
-DOCS = ["README.md", "docs/library.md", "docs/design.md"]
+DOCS = ["README.md", "docs/library.md", "docs/design.md", "docs/cluster.md", "docs/migration.md"]
 NOT_RUN = "notest"
 FENCE = re.compile(r"^(`{3,})([^`]*)$")
 
