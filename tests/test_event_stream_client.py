@@ -297,6 +297,22 @@ async def test_async_for_yields_events_as_they_arrive(node: FakeNode) -> None:
         # iterating consumes nothing
         assert (await stream.wait_for_injection("p", timeout=0)).seq == 2
 
+        async def take(events: AsyncIterator[InjectionEvent], n: int) -> list[int | None]:
+            got = []
+            async for event in events:
+                got.append(event.seq)
+                if len(got) == n:
+                    break
+            return got
+
+        # A new `async for` starts from the first event received; `live()` from the next.
+        from_start = asyncio.create_task(take(aiter(stream), 4))
+        live = asyncio.create_task(take(stream.live(), 1))
+        await asyncio.sleep(0)  # both iterators are registered before the next hit
+        hit(node, "p")
+        assert await asyncio.wait_for(from_start, 5) == [1, 2, 3, 4]
+        assert await asyncio.wait_for(live, 5) == [4]
+
 
 def test_sync_use_with_plain_with(node: FakeNode) -> None:
     with injection_event_stream(node.url) as stream:
