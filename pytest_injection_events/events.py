@@ -1,7 +1,10 @@
-"""The event schema (SPEC §4) and a node's numbered, replayable event log.
+"""The event schema and a node's numbered, replayable event log (docs/http-api.md).
 
-Nothing here knows HTTP: the log numbers events, keeps the last N for replay and
-fans them out to bounded subscriptions; `server` turns subscriptions into SSE.
+Nothing here knows HTTP. The log numbers events, keeps the newest ones within a
+count and a byte budget, and every reader follows that one shared log with its
+own cursor: a hit costs the same with 1 or 100 readers, and a replay is made of
+the kept records themselves, never a copy per reader. `server` turns readers
+into SSE.
 """
 
 from __future__ import annotations
@@ -10,8 +13,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,13 @@ DISABLE = "disable"
 MESSAGE = "message"
 GAP = "gap"
 PHASES = frozenset({ENTER, WAIT, RESUME, TIMEOUT, ENABLE, DISABLE, MESSAGE, GAP})
+#: Control events: they apply to every shard (`shard: null`).
+CONTROL_PHASES = frozenset({ENABLE, DISABLE, MESSAGE})
+#: `?phase=all`: every phase.
+ALL_PHASES = "all"
+#: What a reader that names no phase gets, as the original proposal sent: one `enter`
+#: event per hit (and `gap` notices, which every reader gets whatever it asked).
+DEFAULT_PHASES = frozenset({ENTER})
 
 #: A gap because the node no longer keeps the range (replay asked for too old a seq).
 GAP_DROPPED = "dropped"
@@ -31,7 +40,14 @@ GAP_DROPPED = "dropped"
 GAP_SLOW_CLIENT = "slow_client"
 
 DEFAULT_CAPACITY = 10_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_PENDING = 10_000
+#: Parameters larger than this, JSON-encoded, are not copied into events: the event says
+#: `"parameters": null, "parameters_truncated": true` (the REST API has the full value).
+MAX_EVENT_PARAMETERS = 4096
+#: What a record costs beyond its name and parameters (the keys, numbers, the frame's
+#: fixed text and the objects holding them), counted against the byte budget.
+RECORD_OVERHEAD = 600
 
 #: ASCII only: raw U+2028, U+2029 or U+0085 in a name would end the `data:` line for
 #: readers that split lines like str.splitlines() (httpx's aiter_lines, many scripts).
@@ -46,7 +62,7 @@ def _timestamp() -> float:
 
 @dataclass(frozen=True)
 class InjectionEvent:
-    """One event of the stream, as a client sees it (SPEC §4)."""
+    """One event of the stream, as a client sees it (docs/http-api.md)."""
 
     injection: str | None
     type: str | None
@@ -61,6 +77,8 @@ class InjectionEvent:
     missed_from: int | None = None
     missed_to: int | None = None
     reason: str | None = None
+    #: The injection's parameters were too large to send in events: ask the REST API.
+    parameters_truncated: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, node: str | None = None) -> InjectionEvent:
@@ -80,6 +98,7 @@ class InjectionEvent:
                 missed_from=data.get("missed_from"),
                 missed_to=data.get("missed_to"),
                 reason=data.get("reason"),
+                parameters_truncated=bool(data.get("parameters_truncated")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an injection event: {data!r}") from exc
@@ -95,8 +114,10 @@ class InjectionEvent:
             "timestamp": self.timestamp,
             "enter_count": self.enter_count,
             "one_shot": self.one_shot,
-            "parameters": dict(self.parameters),
+            "parameters": None if self.parameters_truncated else dict(self.parameters),
         }
+        if self.parameters_truncated:
+            data["parameters_truncated"] = True
         if self.phase == GAP:
             data.update(missed_from=self.missed_from, missed_to=self.missed_to, reason=self.reason)
         return data
@@ -105,11 +126,12 @@ class InjectionEvent:
 class Record:
     """A published event; its SSE frame is encoded once, however many clients read it."""
 
-    __slots__ = ("_frame", "data", "seq")
+    __slots__ = ("_frame", "data", "seq", "size")
 
-    def __init__(self, seq: int | None, data: dict[str, Any]) -> None:
+    def __init__(self, seq: int | None, data: dict[str, Any], size: int = 0) -> None:
         self.seq = seq
         self.data = data
+        self.size = size  # what it counts against the log's byte budget
         self._frame: bytes | None = None
 
     @property
@@ -146,71 +168,128 @@ def gap_record(node: str, missed_from: int, missed_to: int, reason: str) -> Reco
     return record
 
 
+def event_parameters(parameters: Mapping[str, str]) -> tuple[dict[str, str] | None, int]:
+    """The parameters an event carries (None: too large) and their encoded size.
+
+    Cheap on the hit path: the length of the text bounds the encoded size from both
+    sides (an escape is at most 6 bytes a character), so only parameters near the
+    limit are encoded to decide."""
+    if not parameters:
+        return {}, 2
+    chars = 2 + 6 * len(parameters)  # braces, quotes, colons and commas
+    for key, value in parameters.items():
+        chars += len(key) + len(value)
+    if chars > MAX_EVENT_PARAMETERS:
+        return None, 4
+    if chars * 6 > MAX_EVENT_PARAMETERS:
+        size = len(_dumps(dict(parameters)))
+        if size > MAX_EVENT_PARAMETERS:
+            return None, 4
+        return dict(parameters), size
+    return dict(parameters), chars
+
+
 class Subscription:
-    """One reader's bounded queue of records; it never blocks the publisher."""
+    """One reader of the log: a cursor on the shared records and its filters.
+
+    It holds no records of its own. A reader more than `max_pending` events behind
+    the newest (a replay it asked for does not count) is cut off: it gets what it
+    had up to that bound, then a `slow_client` gap, and the subscription closes.
+    A reader whose next event the log no longer keeps gets a `dropped` gap and
+    goes on from the oldest kept event.
+    """
 
     def __init__(
         self,
         log: EventLog,
         *,
+        after: int | None = None,
         injections: Iterable[str] | None = None,
         phases: Iterable[str] | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self._log = log
         self.injections = frozenset(injections) if injections else None
-        self.phases = frozenset(phases) if phases else None
+        wanted = frozenset(phases) if phases else DEFAULT_PHASES
+        self.phases = None if ALL_PHASES in wanted or wanted >= PHASES - {GAP} else wanted
         self.max_pending = max_pending
-        self.replaying = 0  # a replay's records, queued on top of max_pending until taken
-        #: Called once when the queue overflows: its reader can be told, or dropped if stalled.
-        self.on_overflow: Callable[[], Any] | None = None
-        self.pending: deque[Record] = deque()
-        self.overflow: list[int] | None = None  # [missed_from, missed_to] once cut off
+        self.cursor = log.last_seq + 1 if after is None else after + 1  # next seq to take
+        #: The replay asked for ends here; it is not bounded by max_pending.
+        self._replay_end = log.last_seq
+        self._cut_at: int | None = None  # once cut off: the last seq it gets
+        #: [missed_from, missed_to] once found cut off (missed_to grows until the gap is sent).
+        self.overflow: list[int] | None = None
         self.closed = False
         self._wakeup: asyncio.Future[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Events published that this reader has not taken yet."""
+        return max(0, self._log.last_seq - self.cursor + 1)
+
+    @property
+    def overflowed(self) -> bool:
+        """More than max_pending events behind (besides its replay): it will be cut off."""
+        return self._cut_at is not None or (
+            self._log.last_seq - max(self.cursor - 1, self._replay_end) > self.max_pending
+        )
 
     def matches(self, data: Mapping[str, Any]) -> bool:
         if self.injections is not None and data["injection"] not in self.injections:
             return False
         return self.phases is None or data["phase"] in self.phases
 
-    def offer(self, record: Record) -> None:
-        if self.overflow is not None:
-            self.overflow[1] = record.seq  # type: ignore[assignment]
-            return
-        if not self.matches(record.data):
-            return
-        if len(self.pending) >= self.max_pending + self.replaying:
-            self.overflow = [record.seq, record.seq]  # type: ignore[list-item]
-            if self.on_overflow is not None:
-                self.on_overflow()
-        else:
-            self.pending.append(record)
-        self._wake()
+    async def next_batch(self, timeout: float | None = None, limit: int = 1024) -> list[Record]:
+        """The next records for this reader (at most `limit`), waiting for some.
 
-    def _wake(self) -> None:
-        waiter = self._wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next_batch(self) -> list[Record]:
-        """Every record pending now, waiting for one if none is; [] once closed.
-
-        After an overflow the batch ends with the `slow_client` gap and the
-        subscription closes: the reader must resume by Last-Event-ID.
+        [] when `timeout` passes with nothing new, or once closed (see `closed`).
         """
-        while not self.pending and self.overflow is None and not self.closed:
-            self._wakeup = asyncio.get_running_loop().create_future()
+        log = self._log
+        while not self.closed:
+            batch = self._take(limit)
+            if batch:
+                return batch
+            if self.cursor <= log.last_seq:
+                continue  # records were there, none matched: look further
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[Any] = loop.create_future()
+            self._wakeup = waiter
+            log._loop = loop
+            log._waiters.add(waiter)
+            timer = None if timeout is None else loop.call_later(timeout, _set, waiter, _TIMED_OUT)
             try:
-                await self._wakeup
+                if await waiter is _TIMED_OUT:
+                    return []
             finally:
                 self._wakeup = None
-        batch = list(self.pending)
-        self.pending.clear()
-        self.replaying = 0  # the replay, if any, is out: live records get max_pending again
-        if self.overflow is not None and not self.closed:
-            missed_from, missed_to = self.overflow
-            batch.append(gap_record(self._log.node_id, missed_from, missed_to, GAP_SLOW_CLIENT))
+                log._waiters.discard(waiter)
+                if timer is not None:
+                    timer.cancel()
+        return []
+
+    def _take(self, limit: int) -> list[Record]:
+        log = self._log
+        last = log.last_seq
+        if self._cut_at is None and last - max(self.cursor - 1, self._replay_end) > (
+            self.max_pending
+        ):
+            self._cut_at = max(self.cursor - 1, self._replay_end) + self.max_pending
+        if self._cut_at is not None:
+            self.overflow = [self._cut_at + 1, last]
+        end = last if self._cut_at is None else min(last, self._cut_at)
+        batch: list[Record] = []
+        if self.cursor < log.first_kept_seq and self.cursor <= end:
+            missed_to = min(log.first_kept_seq - 1, end)
+            batch.append(gap_record(log.node_id, self.cursor, missed_to, GAP_DROPPED))
+            self.cursor = missed_to + 1
+        if self.cursor <= end:
+            stop = min(end, self.cursor + limit - 1)
+            matches = self.matches
+            batch += [r for r in log._slice(self.cursor, stop) if matches(r.data)]
+            self.cursor = stop + 1
+        if self._cut_at is not None and self.cursor > self._cut_at:
+            missed_to = log.last_seq
+            batch.append(gap_record(log.node_id, self._cut_at + 1, missed_to, GAP_SLOW_CLIENT))
             self.close()
         return batch
 
@@ -218,19 +297,46 @@ class Subscription:
         if not self.closed:
             self.closed = True
             self._log._unsubscribe(self)
-            self._wake()
+            waiter = self._wakeup
+            if waiter is not None:
+                _set(waiter, None)
+
+
+_TIMED_OUT = object()
+
+
+def _set(waiter: asyncio.Future[Any], value: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 class EventLog:
-    """Numbers a node's events from 1, keeps the last `capacity` and fans them out."""
+    """Numbers a node's events from 1 and keeps the newest, within `capacity` events
+    and `max_bytes` bytes, whichever bound comes first (the newest is always kept)."""
 
-    def __init__(self, node_id: str = "", capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self,
+        node_id: str = "",
+        capacity: int = DEFAULT_CAPACITY,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.node_id = node_id
         self.capacity = capacity
-        self._records: deque[Record] = deque(maxlen=capacity)
+        self.max_bytes = max_bytes
+        # Kept records in seq order; slots before `_first` are dropped ones (None) not yet
+        # compacted away, so that a seq finds its record by an index, in O(1).
+        self._records: list[Record | None] = []
+        self._base = 1  # the seq of _records[0]
+        self._first = 1  # the oldest kept seq
+        self.kept_bytes = 0
         self._subscriptions: list[Subscription] = []
+        self._waiters: set[asyncio.Future[Any]] = set()  # readers waiting for an event
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_pending = False
         self.last_seq = 0
         #: Names this numbering: a resume point from another boot does not apply to it.
         self.boot_id = secrets.token_hex(8)
@@ -238,7 +344,11 @@ class EventLog:
     @property
     def first_kept_seq(self) -> int:
         """The oldest seq still kept (last_seq + 1 when nothing is kept)."""
-        return self._records[0].seq if self._records else self.last_seq + 1  # type: ignore[return-value]
+        return self._first
+
+    @property
+    def kept(self) -> int:
+        return self.last_seq - self._first + 1
 
     @property
     def subscriber_count(self) -> int:
@@ -247,42 +357,76 @@ class EventLog:
     def publish(
         self,
         injection: str,
-        kind: str,
+        kind: str | None,
         phase: str,
         shard: int | None,
         enter_count: int,
         one_shot: bool,
         parameters: Mapping[str, str],
     ) -> Record:
-        """Number and keep one event and hand it to every subscription, synchronously."""
+        """Number and keep one event and wake the readers waiting for one.
+
+        The hit pays for the record only: readers are woken by one callback on the
+        loop, whatever their number, and each reads the record itself."""
         seq = self.last_seq = self.last_seq + 1
-        record = Record(
-            seq,
-            {
-                "injection": injection,
-                "type": kind,
-                "phase": phase,
-                "shard": shard,
-                "node": self.node_id,
-                "seq": seq,
-                "timestamp": _timestamp(),
-                "enter_count": enter_count,
-                "one_shot": one_shot,
-                "parameters": dict(parameters),
-            },
-        )
+        params, params_size = event_parameters(parameters)
+        data = {
+            "injection": injection,
+            "type": kind,
+            "phase": phase,
+            "shard": shard,
+            "node": self.node_id,
+            "seq": seq,
+            "timestamp": _timestamp(),
+            "enter_count": enter_count,
+            "one_shot": one_shot,
+            "parameters": params,
+        }
+        if params is None:
+            data["parameters_truncated"] = True
+        size = RECORD_OVERHEAD + len(injection) + len(self.node_id) + params_size
+        record = Record(seq, data, size)
         self._records.append(record)
-        for subscription in self._subscriptions:
-            subscription.offer(record)
+        self.kept_bytes += size
+        if seq - self._first >= self.capacity or self.kept_bytes > self.max_bytes:
+            self._trim()
+        if self._waiters and not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon(self._wake)  # type: ignore[union-attr]
         return record
+
+    def _trim(self) -> None:
+        records = self._records
+        while self._first < self.last_seq and (
+            self.last_seq - self._first >= self.capacity or self.kept_bytes > self.max_bytes
+        ):
+            index = self._first - self._base
+            dropped = records[index]
+            assert dropped is not None
+            records[index] = None
+            self.kept_bytes -= dropped.size
+            self._first += 1
+        dead = self._first - self._base
+        if dead > 64 and dead * 2 > len(records):
+            del records[:dead]
+            self._base = self._first
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            _set(waiter, None)
+
+    def _slice(self, first: int, last: int) -> list[Record]:
+        """Kept records with seqs first..last (both kept, first <= last)."""
+        return self._records[first - self._base : last - self._base + 1]  # type: ignore[return-value]
 
     def since(self, seq: int) -> list[Record]:
         """Kept records with a seq above `seq`, oldest first."""
-        records = self._records
-        if not records or seq >= self.last_seq:
+        first = max(seq + 1, self._first)
+        if first > self.last_seq:
             return []
-        start = max(0, seq + 1 - records[0].seq)  # type: ignore[operator]
-        return [records[i] for i in range(start, len(records))]
+        return self._slice(first, self.last_seq)
 
     def subscribe(
         self,
@@ -292,28 +436,19 @@ class EventLog:
         phases: Iterable[str] | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
     ) -> Subscription:
-        """A subscription to every event from now on, first replaying those after `after`.
+        """A reader of every event from now on, first replaying those after `after`.
 
-        Replay and registration happen in one step, so there is no duplicate and
-        no hole between them; a replayed range the log no longer keeps is
-        announced by a `dropped` gap first. An `after` beyond the last seq means
-        the reader saw an earlier life of this node: everything kept is replayed.
+        No duplicate and no hole between replay and live events: both are one cursor
+        on one log. A replayed range the log no longer keeps is announced by a
+        `dropped` gap first. An `after` beyond the last seq means the reader saw an
+        earlier life of this node: everything kept is replayed. `phases` None is the
+        default stream (`enter` only); `{"all"}` is every phase.
         """
+        if after is not None and after > self.last_seq:
+            after = 0
         subscription = Subscription(
-            self, injections=injections, phases=phases, max_pending=max_pending
+            self, after=after, injections=injections, phases=phases, max_pending=max_pending
         )
-        if after is not None:
-            if after > self.last_seq:
-                after = 0
-            first_kept = self.first_kept_seq
-            if after + 1 < first_kept:
-                subscription.pending.append(
-                    gap_record(self.node_id, after + 1, first_kept - 1, GAP_DROPPED)
-                )
-            matches = subscription.matches
-            subscription.pending.extend(r for r in self.since(after) if matches(r.data))
-            # The replay is made of records the log keeps anyway; bound only what comes live.
-            subscription.replaying = len(subscription.pending)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -324,6 +459,6 @@ class EventLog:
             pass
 
     def close(self) -> None:
-        """End every subscription (their readers see an empty batch)."""
+        """End every subscription (their readers see an empty batch, `closed` set)."""
         for subscription in list(self._subscriptions):
             subscription.close()

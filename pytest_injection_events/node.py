@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from .events import DEFAULT_CAPACITY, EventLog
+from .events import DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, EventLog
 from .injector import (
     DEFAULT_BREAKPOINT_TIMEOUT,
     EXCEPTION,
@@ -53,6 +53,7 @@ from .protocol import (
     url_host,
 )
 from .server import (
+    SERVER_OPTIONS,
     BadRequest,
     InjectionRoutes,
     InjectionServer,
@@ -255,7 +256,7 @@ class KeyValueWorkload:
         body = await request.read()
         try:
             data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: `[[[[...`
             raise BadRequest("topology request body must be a JSON object") from None
         if not isinstance(data, dict):
             raise BadRequest("topology request body must be a JSON object")
@@ -381,6 +382,7 @@ class FakeNode:
         log_file: str | os.PathLike[str] | None = None,
         log_level: str = "info",
         event_capacity: int = DEFAULT_CAPACITY,
+        event_max_bytes: int = DEFAULT_MAX_BYTES,
         breakpoint_timeout: float = DEFAULT_BREAKPOINT_TIMEOUT,
         **route_options: Any,
     ) -> None:
@@ -394,6 +396,7 @@ class FakeNode:
         self.events = bool(events)
         self._given_node_id = node_id
         self._event_capacity = event_capacity
+        self._event_max_bytes = event_max_bytes
         self._token = token
         self._breakpoint_timeout = breakpoint_timeout
         level = _log_level(log_level)
@@ -406,7 +409,10 @@ class FakeNode:
             logger.parent = parent  # also to pytest's caplog, like any other record
             logger.addFilter(_ShardDefault())
         self.logger = self.loggers[LOG_LOGGER]
-        self._server_options = dict(token=token, allow_remote=allow_remote, **route_options)
+        server_only = {key: route_options.pop(key) for key in SERVER_OPTIONS & route_options.keys()}
+        self._server_options = dict(
+            token=token, allow_remote=allow_remote, **server_only, **route_options
+        )
         # Fail now, in the caller's thread, on a bad address or option rather than in the
         # node's; the routes are cheap to make, unlike a whole throwaway server.
         check_bind_address(host, allow_remote)
@@ -426,7 +432,9 @@ class FakeNode:
     def _new_life(self, store: dict[str, bytes]) -> None:
         """What a restarted server starts with: nothing enabled, no event, seq from 1."""
         self.injector = Injector(shards=self.shards, points=POINTS, logger=self.logger)
-        self.event_log = EventLog(self.node_id, capacity=self._event_capacity)
+        self.event_log = EventLog(
+            self.node_id, capacity=self._event_capacity, max_bytes=self._event_max_bytes
+        )
         self.injector.add_listener(self.event_log.publish)
         self.workload = KeyValueWorkload(
             self.injector,

@@ -1,8 +1,9 @@
-"""The HTTP API of a node: ScyllaDB's `/v2/error_injection/*` plus the SSE stream (SPEC §5).
+"""The HTTP API of a node: ScyllaDB's `/v2/error_injection/*` plus the SSE stream.
 
 `InjectionRoutes` adds the routes to any aiohttp application (for services that
 embed the injector); `InjectionServer` runs an application with them, the JSON
-error and token middlewares and the loopback-only default.
+error, token and Host middlewares, the loopback-only default and the guard
+against idle connections (docs/http-api.md).
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp_sse import EventSourceResponse
 
-from .events import DEFAULT_MAX_PENDING, PHASES, EventLog
+from .compat import request_handler_factory
+from .connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    ConnectionGuard,
+    limit_accept_errors,
+)
+from .events import ALL_PHASES, DEFAULT_MAX_PENDING, PHASES, EventLog
 from .injector import Injector
 from .protocol import (
     BOOT_HEADER,
@@ -43,9 +49,16 @@ DEFAULT_HEARTBEAT = 15.0
 #: Seconds a request body may take to arrive: a body aiohttp's parser fails on after the
 #: handler began to read it (a bad chunk) never ends, so its reader must not wait forever.
 DEFAULT_BODY_TIMEOUT = 10.0
-#: A reader cut off as too slow gets its gap once it reads again; one that has not read
-#: that far this long after is dropped, so a stalled reader does not keep a client slot.
+#: A reader whose stream takes nothing this long (a write to it stays blocked) is dropped,
+#: so a stalled reader keeps neither memory nor a client slot.
 DEFAULT_STALL_TIMEOUT = 5.0
+#: The stream is written in pieces of about this size, each awaited: a reader that does
+#: not read holds at most a piece or two in the node, never a copy of its replay.
+WRITE_CHUNK = 64 * 1024
+#: How many connections wait in the kernel to be accepted.
+BACKLOG = 128
+#: InjectionServer's own options (the rest are InjectionRoutes').
+SERVER_OPTIONS = frozenset({"allowed_hosts", "header_timeout", "idle_timeout", "max_connections"})
 RETRY_MS = 1000
 #: A push of at most this many events is what a waiting test is blocked on: give it the
 #: CPU at once (see `_hand_over_cpu`). A bigger batch is a burst, where readers are busy.
@@ -109,37 +122,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception as exc:  # a bug of ours: say so in JSON and keep serving
         _log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
-
-
-class _JsonErrorRequestHandler(RequestHandler):
-    """What aiohttp's HTTP layer refuses before any middleware runs (a header with a
-    control character, a Content-Encoding it cannot decode, a body that does not
-    decompress, a line too long) is answered `{"error": ...}` like any other bad input,
-    and logged at DEBUG: a client's malformed request is not the node's error."""
-
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status >= 500:
-            return super().handle_error(request, status, exc, message)
-        _log.debug("refused a request the HTTP layer could not take: %s", message, exc_info=exc)
-        if request.writer.output_size > 0:  # as aiohttp: an answer already began
-            raise ConnectionError("response already started; cannot send the error")
-        text = " ".join((message or "").split())[:300] or "malformed request"
-        response = error_response(status, f"bad HTTP request: {text}")
-        response.force_close()
-        return response
-
-
-class _JsonErrorServer(web.Server):
-    """aiohttp's `Server`, making the handler above for each connection."""
-
-    def __call__(self) -> RequestHandler:
-        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -365,10 +347,11 @@ class InjectionRoutes:
         if "" in injections:
             raise BadRequest("injection filter must not be empty")
         phases = query.getall("phase", [])
-        unknown = sorted(set(phases) - PHASES)
+        unknown = sorted(set(phases) - PHASES - {ALL_PHASES})
         if unknown:
             raise BadRequest(
-                f"unknown phase {unknown[0]!r}; expected one of {', '.join(sorted(PHASES))}"
+                f"unknown phase {unknown[0]!r}; expected one of "
+                f"{', '.join(sorted(PHASES))} or {ALL_PHASES}"
             )
         heartbeat = parse_heartbeat(query.get("heartbeat"), self.heartbeat)
         after = self._resume_point(request)
@@ -381,43 +364,48 @@ class InjectionRoutes:
         subscription = self.event_log.subscribe(
             after=after, injections=injections, phases=phases, max_pending=self.max_pending
         )
-        identity = {
-            BOOT_HEADER: self.boot_id,
-            NODE_HEADER: self.event_log.node_id,
-            LAST_SEQ_HEADER: str(self.event_log.last_seq),
-        }
-        response = EventSourceResponse(
-            sep="\n", ping_interval=_NO_PING, send_timeout=self.send_timeout, headers=identity
-        )
-        cutoff: list[asyncio.TimerHandle] = []
-        subscription.on_overflow = lambda: cutoff.append(
-            asyncio.get_running_loop().call_later(self.stall_timeout, _drop_stalled, request)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "Connection": "keep-alive",
+                "X-Accel-Buffering": "no",
+                BOOT_HEADER: self.boot_id,
+                NODE_HEADER: self.event_log.node_id,
+                LAST_SEQ_HEADER: str(self.event_log.last_seq),
+            }
         )
         self.clients += 1
+        watchdog = _StallWatchdog(request, self.stall_timeout)
         try:
+            _set_send_timeout(request, self.send_timeout)
             await response.prepare(request)
-            async with response:
-                # No blank line after `retry:` nor after a ping: a blank line ends a block,
-                # and readers such as httpx-sse dispatch a block without data as an event
-                # whose empty data no JSON consumer can parse.
-                await response.write(f"retry: {RETRY_MS}\n".encode())
-                pinger = asyncio.ensure_future(_ping(response, heartbeat))
-                try:
-                    while batch := await subscription.next_batch():
-                        await response.write(b"".join([record.frame for record in batch]))
-                        if len(batch) <= HAND_OVER_MAX_BATCH:
-                            _hand_over_cpu()
-                        if subscription.closed:
-                            break
-                finally:
-                    pinger.cancel()
+            # No blank line after `retry:` nor after a ping: a blank line ends a block,
+            # and readers such as httpx-sse dispatch a block without data as an event
+            # whose empty data no JSON consumer can parse.
+            await watchdog.write(response, f"retry: {RETRY_MS}\n".encode())
+            loop = asyncio.get_running_loop()
+            ping_at = loop.time() + heartbeat
+            while True:
+                batch = await subscription.next_batch(max(0.0, ping_at - loop.time()))
+                if not batch and subscription.closed:
+                    break
+                if batch:
+                    await _write_frames(watchdog, response, batch)
+                if loop.time() >= ping_at:  # between whole frames, however busy the stream
+                    await watchdog.write(response, b": ping\n")
+                    ping_at = loop.time() + heartbeat
+                if len(batch) <= HAND_OVER_MAX_BATCH:
+                    _hand_over_cpu()
+                if subscription.closed:
+                    break
+            await response.write_eof()
         except ConnectionError:
             pass  # the reader went away; nothing of ours to clean beyond the subscription
         finally:
             self.clients -= 1
             subscription.close()
-            for handle in cutoff:
-                handle.cancel()
+            watchdog.stop()
         return response
 
     def _resume_point(self, request: web.Request) -> int | None:
@@ -439,26 +427,72 @@ class InjectionRoutes:
         self.event_log.close()
 
 
-def _drop_stalled(request: web.Request) -> None:
-    """Abort the connection of a reader cut off as slow that never read up to its gap."""
+async def _write_frames(
+    watchdog: _StallWatchdog, response: web.StreamResponse, batch: list[Any]
+) -> None:
+    """Write the records' shared frames in pieces of about WRITE_CHUNK bytes."""
+    if len(batch) == 1:
+        await watchdog.write(response, batch[0].frame)
+        return
+    piece: list[bytes] = []
+    size = 0
+    for record in batch:
+        frame = record.frame
+        piece.append(frame)
+        size += len(frame)
+        if size >= WRITE_CHUNK:
+            await watchdog.write(response, b"".join(piece))
+            piece, size = [], 0
+    if piece:
+        await watchdog.write(response, b"".join(piece))
+
+
+class _StallWatchdog:
+    """Drops the connection of a reader a write to which stays blocked `timeout` seconds:
+    it takes nothing, whether or not new events come. One timer per reader, re-armed
+    only when it fires, so a write costs two attribute stores."""
+
+    def __init__(self, request: web.Request, timeout: float) -> None:
+        self._request = request
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the write in progress began
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(timeout, self._check)
+
+    async def write(self, response: web.StreamResponse, data: bytes) -> None:
+        self._since = self._loop.time()
+        await response.write(data)
+        self._since = None
+
+    def _check(self) -> None:
+        since = self._since
+        now = self._loop.time()
+        if since is not None and now - since >= self._timeout:
+            self._timer = None
+            transport = self._request.transport
+            if transport is not None:
+                _log.info("dropping a stalled event stream reader (%s)", self._request.remote)
+                transport.abort()
+            return
+        due = self._timeout if since is None else since + self._timeout - now
+        self._timer = self._loop.call_later(due, self._check)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _set_send_timeout(request: web.Request, seconds: float | None) -> None:
+    """Let the kernel drop the connection when what is sent stays unacknowledged this
+    long (TCP_USER_TIMEOUT, Linux): a peer that vanished is found without writing more."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
     transport = request.transport
-    if transport is not None:
-        _log.info("dropping a stalled event stream reader (%s)", request.remote)
-        transport.abort()
-
-
-#: aiohttp-sse's own ping ends each comment with a blank line; ours (`_ping`) does not.
-_NO_PING = 10.0**9
-
-
-async def _ping(response: web.StreamResponse, interval: float) -> None:
-    """A `: ping` comment line every `interval` seconds, between whole frames."""
-    try:
-        while True:
-            await asyncio.sleep(interval)
-            await response.write(b": ping\n")
-    except (ConnectionError, RuntimeError):
-        pass  # the stream is over; its handler finds out by itself
+    if seconds is None or option is None or transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
 
 
 def is_loopback(host: str) -> bool:
@@ -483,10 +517,64 @@ def check_bind_address(host: str, allow_remote: bool) -> None:
         )
 
 
+def _host_name(host: str) -> str:
+    """The name part of a Host header: `[::1]:80` -> `::1`, `Example.test.:80` -> `example.test`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and ":" not in name:
+        host = name
+    return host.rstrip(".")
+
+
+def is_loopback_host(host: str) -> bool:
+    """A Host header that names this machine only: a loopback address or `localhost`,
+    with any port. No name is resolved: a page's DNS name rebound to 127.0.0.1 is not."""
+    name = _host_name(host)
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_check(
+    allowed_hosts: Iterable[str] = (),
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """A middleware answering 403 to a request whose `Host` is neither loopback nor one of
+    `allowed_hosts` (a name, any port; or `name:port`, that port only): a web page that
+    rebinds its DNS name to 127.0.0.1 can then neither read nor drive the node."""
+    allowed = {host.strip().lower().rstrip(".") for host in allowed_hosts}
+    allowed |= {_host_name(host) for host in allowed if ":" not in host.strip("[]")}
+
+    @web.middleware
+    async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        if host is not None and not is_loopback_host(host):
+            given = host.strip().lower().rstrip(".")
+            if given not in allowed and _host_name(host) not in allowed:
+                shown = host[:200].encode("ascii", "backslashreplace").decode()
+                return error_response(
+                    403,
+                    f"Host {shown!r} is not allowed: this node answers requests for "
+                    "localhost and loopback addresses only; start it with --allowed-host "
+                    "(allowed_hosts=) to add a name",
+                )
+        return await handler(request)
+
+    return check_host
+
+
 class InjectionServer:
     """Serves one injector's API and event stream on host:port until stopped.
 
-    Add routes of your own to `.app` before `start()`.
+    Add routes of your own to `.app` before `start()`. Without a token, requests
+    must name a loopback host or one of `allowed_hosts` (not checked when
+    `allow_remote` is given without `allowed_hosts`: the token protects such a
+    node). Idle connections are bounded by `header_timeout`, `idle_timeout` and
+    `max_connections` (docs/http-api.md, Security).
     """
 
     def __init__(
@@ -498,49 +586,76 @@ class InjectionServer:
         port: int = DEFAULT_PORT,
         token: str | None = None,
         allow_remote: bool = False,
+        allowed_hosts: Iterable[str] = (),
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int | None = None,
         **route_options: Any,
     ) -> None:
         check_bind_address(host, allow_remote)
+        if isinstance(allowed_hosts, str):
+            raise TypeError("allowed_hosts must be a list of host names, not one string")
         self.host = host
         self.port = port
-        middlewares = [json_errors]
+        self.allowed_hosts = list(allowed_hosts)
+        self._guard_options: dict[str, Any] = {
+            "header_timeout": header_timeout,
+            "idle_timeout": idle_timeout,
+            "max_connections": max_connections,
+        }
+        ConnectionGuard(lambda: asyncio.Protocol(), **self._guard_options)  # checks them now
+        self.guard: ConnectionGuard | None = None
+        middlewares: list[Any] = [json_errors, self._guard_middleware]
         if token:
             middlewares.append(bearer_auth(token))
+        elif self.allowed_hosts or not allow_remote:
+            middlewares.append(host_check(self.allowed_hosts))
         self.app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
         self.routes = InjectionRoutes(injector, event_log, **route_options)
         self.routes.add_to(self.app)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+
+    @web.middleware
+    async def _guard_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.guard is None:
+            return await handler(request)
+        return await self.guard.middleware(request, handler)
 
     @property
     def url(self) -> str:
         return f"http://{url_host(self.host)}:{self.port}"
 
     async def start(self) -> None:
-        runner = web.AppRunner(
-            self.app,
-            handler_cancellation=True,
-            shutdown_timeout=1.0,
-            access_log=None,
-            max_line_size=MAX_REQUEST_LINE,
-        )
+        loop = asyncio.get_running_loop()
+        runner = web.AppRunner(self.app, handler_cancellation=True, shutdown_timeout=1.0)
         await runner.setup()
-        if type(runner.server) is web.Server:  # else aiohttp's own plain-text errors
-            runner.server.__class__ = _JsonErrorServer  # only __call__ differs: same state
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
+            assert runner.server is not None
+            factory = request_handler_factory(
+                runner.server, loop, access_log=None, max_line_size=MAX_REQUEST_LINE
+            )
+            guard = ConnectionGuard(factory, **self._guard_options)
+            self._listener = await loop.create_server(
+                guard, self.host, self.port, reuse_address=True, backlog=BACKLOG
+            )
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
-        server = site._server
-        if self.port == 0 and server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        limit_accept_errors(loop)
+        self.guard, self._runner = guard, runner
+        if self.port == 0 and self._listener.sockets:
+            self.port = self._listener.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()  # accept no more; the runner then closes what is open
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
 
     async def __aenter__(self) -> InjectionServer:
         await self.start()

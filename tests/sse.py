@@ -68,14 +68,28 @@ class RawStream:
                 self.retry = int(value)
 
 
+def with_all_phases(params: Any) -> list[tuple[str, str]]:
+    """`params` as pairs, asking for every phase unless they name some: the node's
+    default stream is `enter` only, and most tests look at every phase."""
+    pairs = list(params.items()) if isinstance(params, Mapping) else list(params or ())
+    if not any(key == "phase" for key, _ in pairs):
+        pairs.append(("phase", "all"))
+    return pairs
+
+
 @asynccontextmanager
 async def open_stream(
     session: aiohttp.ClientSession,
     base_url: str,
     params: Any = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    default_phases: bool = False,
 ) -> AsyncIterator[RawStream]:
-    """GET the node's event stream and yield a reader once the headers arrived."""
+    """GET the node's event stream and yield a reader once the headers arrived. Every
+    phase unless `params` name some, or `default_phases` asks for the node's default."""
+    if not default_phases:
+        params = with_all_phases(params)
     async with session.get(
         f"{base_url}/v2/error_injection/events", params=params, headers=headers
     ) as response:

@@ -571,7 +571,9 @@ async def test_right_token_is_accepted(secured: FakeNode, http: aiohttp.ClientSe
     for method, path in ENDPOINTS[2:-2]:
         status, _, _ = await call(http, method, url(secured, path), headers=headers)
         assert status == 200, (method, path)
-    async with open_stream(http, secured.url, {"last_event_id": "0"}, headers) as stream:
+    async with open_stream(
+        http, secured.url, {"last_event_id": "0", "phase": "all"}, headers
+    ) as stream:
         first = (await stream.next()).json
     assert (first["injection"], first["phase"]) == ("x", "enable")
 

@@ -378,7 +378,7 @@ def exchange(node: FakeNode, *parts: bytes) -> tuple[int, str, bytes]:
             response.close()
 
 
-HEAD = b"POST /v2/error_injection/injection/x HTTP/1.1\r\nHost: n\r\n"
+HEAD = b"POST /v2/error_injection/injection/x HTTP/1.1\r\nHost: localhost\r\n"
 
 
 @pytest.mark.parametrize(
@@ -387,7 +387,11 @@ HEAD = b"POST /v2/error_injection/injection/x HTTP/1.1\r\nHost: n\r\n"
         ([HEAD + b"X: \x1b\r\n\r\n"], 400, "bad HTTP request"),
         ([HEAD + b"X: a\rb\r\n\r\n"], 400, "bad HTTP request"),
         ([HEAD + b"Content-Encoding: br\r\nContent-Length: 2\r\n\r\n{}"], 400, "br"),
-        ([b"GET /" + b"a" * (70 * 1024) + b" HTTP/1.1\r\nHost: n\r\n\r\n"], 400, "65536 bytes"),
+        (
+            [b"GET /" + b"a" * (70 * 1024) + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+            400,
+            "65536 bytes",
+        ),
         ([HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"], 400, "chunk"),
         # The body arrives after the handler began: the parser's error must not leave
         # the handler waiting for a body that never ends.

@@ -64,7 +64,7 @@ class ResumingReader:
 
     async def _run(self) -> None:
         while True:
-            params = {"boot": self.boot} if self.boot else {}
+            params = {"boot": self.boot, "phase": "all"} if self.boot else {"phase": "all"}
             headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
             try:
                 async with self.session.get(
@@ -268,7 +268,7 @@ async def test_a_node_restarted_in_place_is_a_new_life() -> None:
 # -- a reader that stops reading -------------------------------------------------------------
 
 STALL_PENDING = 20
-PAD = "x" * 16_000  # big events fill the socket buffers of a reader that does not read
+PAD = "x" * 4000  # big events (under the 4 KiB kept in events) fill a stalled reader's buffers
 
 
 @pytest.mark.asyncio
@@ -291,13 +291,15 @@ async def test_a_reader_that_stops_is_cut_off_and_nobody_else_notices(
         async with contextlib.AsyncExitStack() as stack:
             connector = aiohttp.TCPConnector(limit=0)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-            stalled = await stack.enter_async_context(session.get(busy.url + EVENTS))
+            stalled = await stack.enter_async_context(
+                session.get(busy.url + EVENTS, params={"phase": "all"})
+            )
             assert stalled.status == 200
             (watched,) = busy.call(lambda: list(busy.event_log._subscriptions))
             overflowed = threading.Event()
             busy.call(
                 busy.injector.add_listener,
-                lambda *_: watched.overflow is not None and overflowed.set(),
+                lambda *_: watched.overflowed and overflowed.set(),
             )
             streams = [
                 await stack.enter_async_context(InjectionEventStream(cluster.urls))
@@ -347,10 +349,9 @@ async def test_a_reader_that_stops_is_cut_off_and_nobody_else_notices(
                     assert got == published
             for raw in raws:
                 assert raw.got == {busy.node_id: expected[busy.node_id]} and raw.resumed == 0
-            # The stalled reader's queue filled and went no further; offers since were dropped.
-            assert watched.overflow is not None
-            assert len(watched.pending) <= STALL_PENDING
-            assert recorders[0].peak_pending <= STALL_PENDING and recorders[0].over_bound == []
+            # The stalled reader fell more than its bound behind; it holds no copy of what it
+            # missed (a cursor on the shared log), and it slowed nobody down.
+            assert watched.overflowed
 
             # It reads again: what was queued, then the gap; then it resumes.
             reader = RawStream(stalled)
@@ -366,7 +367,9 @@ async def test_a_reader_that_stops_is_cut_off_and_nobody_else_notices(
             assert message.id is None and reader.last_id == str(before[-1])
             published = [key[0] for key in expected[busy.node_id]]
             headers = {"Last-Event-ID": reader.last_id}
-            async with session.get(busy.url + EVENTS, headers=headers) as resumed:
+            async with session.get(
+                busy.url + EVENTS, params={"phase": "all"}, headers=headers
+            ) as resumed:
                 rest = await RawStream(resumed).take(len(published) - len(before), timeout=10)
             assert before + [m.json["seq"] for m in rest] == published
     FIGURES["slow_client"] = {

@@ -86,7 +86,7 @@ async def test_wire_format_is_exact(node: FakeNode, http: aiohttp.ClientSession)
     """`retry:` first, then per event exactly `id: <seq>` and one `data:` line, no `event:`
     field (a browser's onmessage gets it); §4's keys with the values of each phase. No blank
     line but the one ending an event: httpx-sse would dispatch an empty event for it."""
-    async with http.get(node.url + EVENTS) as response:
+    async with http.get(node.url + EVENTS, params={"phase": "all"}) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
         assert response.headers["Cache-Control"] == "no-cache"
@@ -400,7 +400,7 @@ async def test_heartbeat_option_and_events_interleave(http: aiohttp.ClientSessio
     """A node-wide heartbeat option; pings fall between whole frames, and every blank line
     ends a frame that has data."""
     with FakeNode(heartbeat=0.02) as node:
-        async with http.get(node.url + EVENTS) as response:
+        async with http.get(node.url + EVENTS, params={"phase": "all"}) as response:
             assert await response.content.readline() == b"retry: 1000\n"
             enable(node, "p")
             lines: list[bytes] = []

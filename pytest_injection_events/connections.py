@@ -1,0 +1,239 @@
+"""What idle and hostile connections may take from a node (docs/http-api.md, Security).
+
+`ConnectionGuard` wraps the protocol factory of a listening server. It closes a
+connection that has not sent its request headers within `header_timeout` and an
+idle keep-alive connection after `idle_timeout`; it keeps the process's open
+connections under its descriptor limit by closing the oldest idle one when a new
+one comes (so a crowd of idle sockets cannot stop the node from accepting); and
+it logs running out of descriptors at most once a second. Only asyncio's public
+protocol API is used; the guard learns a request began or ended from a
+middleware (`guard.middleware`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 30.0
+#: Descriptors left for everything but connections (files, the loop, peers' clients).
+RESERVED_DESCRIPTORS = 64
+ACCEPT_ERROR_LOG_INTERVAL = 1.0
+
+_log = logging.getLogger("pytest_injection_events.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Connections open in this process, over every guard: descriptors are per process.
+_open_lock = threading.Lock()
+_open_total = 0
+
+
+def descriptor_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Unix: no such limit to keep under
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def default_max_connections() -> int | None:
+    limit = descriptor_limit()
+    return None if limit is None else max(16, limit - RESERVED_DESCRIPTORS)
+
+
+class _Guarded(asyncio.Protocol):
+    """One connection: forwards everything to the real protocol, times its idleness."""
+
+    __slots__ = ("busy", "guard", "inner", "started", "timer", "transport")
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self.guard = guard
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.busy = 0  # requests in progress
+        self.started = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.guard._admit(self):
+            transport.close()
+            return
+        self.started = True
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard._forget(self)
+        if self.started:
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy and self.guard._idle.get(self):
+            self.guard._headers_started(self)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class ConnectionGuard:
+    """A protocol factory around `factory` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        *,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int | None = None,
+    ) -> None:
+        if header_timeout <= 0 or idle_timeout <= 0:
+            raise ValueError("header_timeout and idle_timeout must be positive")
+        self._factory = factory
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections or default_max_connections()
+        self._connections: dict[Any, _Guarded] = {}  # transport -> connection
+        #: Connections with no request in progress, oldest first; the value says whether
+        #: the idle keep-alive timer runs (True) or the header one (False).
+        self._idle: dict[_Guarded, bool] = {}
+        self.closed_idle = 0  # connections closed by a timeout or to make room
+        self.refused = 0  # connections closed at once: no room and nothing idle
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Guarded(self, self._factory())
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def _admit(self, conn: _Guarded) -> bool:
+        global _open_total
+        limit = self.max_connections
+        with _open_lock:
+            crowded = limit is not None and _open_total >= limit
+            if not crowded:
+                _open_total += 1
+        if crowded:
+            if not self._idle:
+                self.refused += 1
+                return False
+            oldest = next(iter(self._idle))
+            self._close(oldest)  # its slot is ours: forget it now, not when it is gone
+            with _open_lock:
+                _open_total += 1
+        self._connections[conn.transport] = conn
+        self._idle[conn] = False
+        self._arm(conn, self.header_timeout)
+        return True
+
+    def _forget(self, conn: _Guarded) -> None:
+        global _open_total
+        if self._connections.pop(conn.transport, None) is not None:
+            with _open_lock:
+                _open_total -= 1
+        self._idle.pop(conn, None)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+
+    def _close(self, conn: _Guarded) -> None:
+        self.closed_idle += 1
+        transport = conn.transport
+        self._forget(conn)
+        if transport is not None:
+            transport.close()
+
+    def _arm(self, conn: _Guarded, seconds: float) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+        loop = asyncio.get_running_loop()
+        conn.timer = loop.call_later(seconds, self._expired, conn)
+
+    def _expired(self, conn: _Guarded) -> None:
+        conn.timer = None
+        if not conn.busy and conn in self._idle:
+            self._close(conn)
+
+    def _headers_started(self, conn: _Guarded) -> None:
+        """A kept-alive connection began its next request: its headers get the header
+        timeout, if that ends before the idle timeout would have."""
+        self._idle[conn] = False
+        timer = conn.timer
+        loop = asyncio.get_running_loop()
+        if timer is None or timer.when() > loop.time() + self.header_timeout:
+            self._arm(conn, self.header_timeout)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Marks the connection busy while a request is handled (no timeout applies)."""
+        conn = self._connections.get(request.transport)
+        if conn is None:
+            return await handler(request)
+        conn.busy += 1
+        self._idle.pop(conn, None)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        try:
+            return await handler(request)
+        finally:
+            conn.busy -= 1
+            if not conn.busy and conn.transport in self._connections:
+                self._idle[conn] = True
+                self._arm(conn, self.idle_timeout)
+
+
+class AcceptErrorLimiter:
+    """A loop exception handler that reports running out of descriptors on accept at
+    most once every `interval` seconds (asyncio reports every failed accept, with a
+    traceback, up to a backlog's worth a second) and hands anything else on."""
+
+    def __init__(
+        self,
+        previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None,
+        interval: float = ACCEPT_ERROR_LOG_INTERVAL,
+    ) -> None:
+        self.previous = previous
+        self.interval = interval
+        self._last = -float("inf")
+        self.suppressed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                self.suppressed += 1
+                return
+            self._last = now
+            more = f" ({self.suppressed} more since the last report)" if self.suppressed else ""
+            self.suppressed = 0
+            _log.warning("cannot accept connections: %s%s", exc.strerror or exc, more)
+            return
+        if self.previous is not None:
+            self.previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+
+def limit_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Install `AcceptErrorLimiter` on `loop` (once; it keeps a handler already set)."""
+    current = loop.get_exception_handler()
+    if not isinstance(current, AcceptErrorLimiter):
+        loop.set_exception_handler(AcceptErrorLimiter(current))
