@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .events import PHASES
+from .events import DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, PHASES
 from .node import FakeCluster
 from .protocol import DEFAULT_PORT, TOKEN_ENV
 from .stream import format_event, injection_event_stream
@@ -67,6 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--allow-remote", action="store_true", help="allow binding a non-loopback address"
     )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="without a token, also answer requests whose Host is NAME (any port) or "
+        "NAME:PORT; repeatable. Loopback names and addresses are always allowed",
+    )
+    serve.add_argument(
+        "--event-capacity",
+        type=_positive_int,
+        default=DEFAULT_CAPACITY,
+        metavar="N",
+        help=f"events each node keeps for replay (default {DEFAULT_CAPACITY:,})",
+    )
+    serve.add_argument(
+        "--event-max-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BYTES,
+        metavar="BYTES",
+        help=f"bytes of events each node keeps for replay, whichever bound comes first "
+        f"(default {DEFAULT_MAX_BYTES // 2**20} MiB)",
+    )
     serve.set_defaults(run=run_serve)
 
     watch = commands.add_parser("watch", help="print a node's injection events until Ctrl-C")
@@ -85,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         choices=sorted(PHASES),
-        help="only this phase (repeatable)",
+        help="only this phase (repeatable; default: every phase)",
     )
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
     watch.add_argument("--token", default=os.environ.get(TOKEN_ENV), help="bearer token")
@@ -145,6 +168,9 @@ def run_serve(args: argparse.Namespace) -> int:
         host=args.host,
         token=args.token or None,
         allow_remote=args.allow_remote,
+        allowed_hosts=args.allowed_host,
+        event_capacity=args.event_capacity,
+        event_max_bytes=args.event_max_bytes,
     )
     for index, node in enumerate(cluster):
         node.port = args.port + index if args.port else 0
