@@ -24,8 +24,10 @@ from aiohttp import web
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 30.0
-#: Descriptors left for everything but connections (files, the loop, peers' clients).
-RESERVED_DESCRIPTORS = 64
+#: Descriptors left for everything but settled connections: asyncio accepts up to a
+#: backlog's worth (128) in one go before the oldest idle ones can be closed, and files,
+#: the loop and a node's own client sessions need some.
+RESERVED_DESCRIPTORS = 256
 ACCEPT_ERROR_LOG_INTERVAL = 1.0
 
 _log = logging.getLogger("pytest_injection_events.server")

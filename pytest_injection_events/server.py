@@ -593,11 +593,11 @@ class InjectionServer:
         **route_options: Any,
     ) -> None:
         check_bind_address(host, allow_remote)
-        if isinstance(allowed_hosts, str):
-            raise TypeError("allowed_hosts must be a list of host names, not one string")
         self.host = host
         self.port = port
-        self.allowed_hosts = list(allowed_hosts)
+        self.allowed_hosts = (
+            [allowed_hosts] if isinstance(allowed_hosts, str) else list(allowed_hosts)
+        )
         self._guard_options: dict[str, Any] = {
             "header_timeout": header_timeout,
             "idle_timeout": idle_timeout,
