@@ -49,6 +49,9 @@ MAX_EVENT_PARAMETERS = 4096
 #: fixed text and the objects holding them), counted against the byte budget.
 RECORD_OVERHEAD = 600
 
+#: Up to this many waiting readers are woken by the hit itself; more, by one callback.
+WAKE_AT_ONCE = 4
+
 #: ASCII only: raw U+2028, U+2029 or U+0085 in a name would end the `data:` line for
 #: readers that split lines like str.splitlines() (httpx's aiter_lines, many scripts).
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -366,8 +369,9 @@ class EventLog:
     ) -> Record:
         """Number and keep one event and wake the readers waiting for one.
 
-        The hit pays for the record only: readers are woken by one callback on the
-        loop, whatever their number, and each reads the record itself."""
+        The hit pays for the record only: a few waiting readers are woken at once,
+        more by one callback on the loop, whatever their number; each reads the
+        record itself."""
         seq = self.last_seq = self.last_seq + 1
         params, params_size = event_parameters(parameters)
         data = {
@@ -390,9 +394,13 @@ class EventLog:
         self.kept_bytes += size
         if seq - self._first >= self.capacity or self.kept_bytes > self.max_bytes:
             self._trim()
-        if self._waiters and not self._wake_pending:
-            self._wake_pending = True
-            self._loop.call_soon(self._wake)  # type: ignore[union-attr]
+        waiters = self._waiters
+        if waiters:
+            if len(waiters) <= WAKE_AT_ONCE:
+                self._wake()  # the usual one reader or two: no loop turn added to latency
+            elif not self._wake_pending:
+                self._wake_pending = True
+                self._loop.call_soon(self._wake)  # type: ignore[union-attr]
         return record
 
     def _trim(self) -> None:

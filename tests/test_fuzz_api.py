@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -467,6 +468,10 @@ def conforms(spec: dict[str, Any], schema: Any, value: Any, where: str = "$") ->
         if not passing or ("oneOf" in schema and len(passing) > 1):
             problems.append(f"{where}: {value!r} matches {len(passing)} of the alternatives")
         return problems
+    if value is None and schema.get("nullable"):
+        return problems
+    for part in schema.get("allOf", []):
+        problems += conforms(spec, part, value, where)
     kinds = schema.get("type")
     if kinds is not None:
         kinds = [kinds] if isinstance(kinds, str) else kinds
@@ -512,6 +517,40 @@ def conforms(spec: dict[str, Any], schema: Any, value: Any, where: str = "$") ->
     return problems
 
 
+@pytest.mark.asyncio
+async def test_stream_events_conform_to_the_openapi_document(spec: dict[str, Any]) -> None:
+    """The stream's events, every phase, a truncated one and a gap, are the document's
+    event objects."""
+    schema = spec["paths"][f"{PREFIX}/events"]["get"]["responses"]["200"]["content"]
+    schema = schema["text/event-stream"]["schema"]
+    with FakeNode(event_capacity=5) as node:
+
+        def publish() -> None:
+            injector = node.injector
+            injector.enable("kv_write_delay", parameters={"ms": "0"})
+            injector.enable("big", parameters={"p": "x" * 5000})
+            injector.inject("big", lambda: None)
+            injector.receive_message("big")
+            injector.disable("big")
+            injector.enable("undeclared")
+
+        node.call(publish)
+        async with aiohttp.ClientSession() as http:
+            params = {"last_event_id": "0", "phase": "all"}
+            async with http.get(f"{node.url}{PREFIX}/events", params=params) as response:
+                events = []
+                while len(events) < 6:
+                    line = await asyncio.wait_for(response.content.readline(), 5)
+                    if line.startswith(b"data: "):
+                        events.append(json.loads(line[6:]))
+    phases = [e["phase"] for e in events]
+    assert phases == ["gap", "enable", "enter", "message", "disable", "enable"]
+    assert events[2]["parameters_truncated"] is True
+    assert conforms(spec, schema, events) == []
+    broken = [{**events[2], "parameters_truncated": False}, {**events[1], "shard": "0"}]
+    assert len(conforms(spec, schema, broken)) == 2  # the check can fail
+
+
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(METHOD, path, operation), the path's parameters merged into the operation's."""
     found = []
@@ -543,6 +582,8 @@ def test_the_document_describes_exactly_the_servers_routes(spec: dict[str, Any])
 def value_for(spec: dict[str, Any], schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values that fit a parameter's schema: what the document says is valid."""
     schema = resolve(spec, schema)
+    if "oneOf" in schema:
+        return st.one_of(*(value_for(spec, option) for option in schema["oneOf"]))
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
     kind = schema.get("type")
