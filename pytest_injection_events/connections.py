@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,9 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 #: the loop and a node's own client sessions need some.
 RESERVED_DESCRIPTORS = 256
 ACCEPT_ERROR_LOG_INTERVAL = 1.0
+#: The stream is written in pieces of about this size, each awaited: a reader that does
+#: not read holds at most a piece or two in the node, never a copy of its replay.
+WRITE_CHUNK = 64 * 1024
 
 _log = logging.getLogger("pytest_injection_events.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -239,3 +243,71 @@ def limit_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     current = loop.get_exception_handler()
     if not isinstance(current, AcceptErrorLimiter):
         loop.set_exception_handler(AcceptErrorLimiter(current))
+
+
+async def write_frames(
+    watchdog: StallWatchdog, response: web.StreamResponse, batch: list[Any]
+) -> None:
+    """Write the records' shared frames in pieces of about WRITE_CHUNK bytes."""
+    if len(batch) == 1:
+        await watchdog.write(response, batch[0].frame)
+        return
+    piece: list[bytes] = []
+    size = 0
+    for record in batch:
+        frame = record.frame
+        piece.append(frame)
+        size += len(frame)
+        if size >= WRITE_CHUNK:
+            await watchdog.write(response, b"".join(piece))
+            piece, size = [], 0
+    if piece:
+        await watchdog.write(response, b"".join(piece))
+
+
+class StallWatchdog:
+    """Drops the connection of a reader a write to which stays blocked `timeout` seconds:
+    it takes nothing, whether or not new events come. One timer per reader, re-armed
+    only when it fires, so a write costs two attribute stores."""
+
+    def __init__(self, request: web.Request, timeout: float) -> None:
+        self._request = request
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the write in progress began
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(timeout, self._check)
+
+    async def write(self, response: web.StreamResponse, data: bytes) -> None:
+        self._since = self._loop.time()
+        await response.write(data)
+        self._since = None
+
+    def _check(self) -> None:
+        since = self._since
+        now = self._loop.time()
+        if since is not None and now - since >= self._timeout:
+            self._timer = None
+            transport = self._request.transport
+            if transport is not None:
+                _log.info("dropping a stalled event stream reader (%s)", self._request.remote)
+                transport.abort()
+            return
+        due = self._timeout if since is None else since + self._timeout - now
+        self._timer = self._loop.call_later(due, self._check)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def set_send_timeout(request: web.Request, seconds: float | None) -> None:
+    """Let the kernel drop the connection when what is sent stays unacknowledged this
+    long (TCP_USER_TIMEOUT, Linux): a peer that vanished is found without writing more."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    transport = request.transport
+    if seconds is None or option is None or transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))

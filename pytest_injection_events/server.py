@@ -9,13 +9,10 @@ against idle connections (docs/http-api.md).
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import logging
 import os
-import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +22,10 @@ from .connections import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     ConnectionGuard,
+    StallWatchdog,
     limit_accept_errors,
+    set_send_timeout,
+    write_frames,
 )
 from .events import ALL_PHASES, DEFAULT_MAX_PENDING, PHASES, EventLog
 from .injector import Injector
@@ -36,6 +36,13 @@ from .protocol import (
     NODE_HEADER,
     PREFIX,
     url_host,
+)
+from .security import (
+    bearer_auth,
+    check_bind_address,
+    error_response,
+    host_check,
+    json_response,
 )
 
 MAX_BODY = 1024 * 1024
@@ -52,9 +59,6 @@ DEFAULT_BODY_TIMEOUT = 10.0
 #: A reader whose stream takes nothing this long (a write to it stays blocked) is dropped,
 #: so a stalled reader keeps neither memory nor a client slot.
 DEFAULT_STALL_TIMEOUT = 5.0
-#: The stream is written in pieces of about this size, each awaited: a reader that does
-#: not read holds at most a piece or two in the node, never a copy of its replay.
-WRITE_CHUNK = 64 * 1024
 #: How many connections wait in the kernel to be accepted.
 BACKLOG = 128
 #: InjectionServer's own options (the rest are InjectionRoutes').
@@ -78,21 +82,6 @@ class BadRequest(web.HTTPBadRequest):
 
     def __init__(self, reason: str) -> None:
         super().__init__(text=reason)
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, text=json.dumps(data), content_type="application/json", charset="utf-8"
-    )
-
-
-def error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    response = json_response({"error": message}, status)
-    if headers:
-        response.headers.update(headers)
-    return response
 
 
 @web.middleware
@@ -122,30 +111,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception as exc:  # a bug of ours: say so in JSON and keep serving
         _log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
-
-
-def bearer_auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    # hmac.compare_digest takes a time that depends on the lengths only, never on where
-    # the bytes differ. The scheme is no secret: it is matched apart, in any case (RFC
-    # 9110 §11.1: `bearer` is `Bearer`). Bytes are compared as they came on the wire.
-    expected = token.encode("utf-8", "surrogateescape")
-
-    @web.middleware
-    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        try:
-            given = credentials.lstrip(" ").encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            given = b""
-        if not hmac.compare_digest(given, expected) or scheme.lower() != "bearer":
-            return error_response(
-                401,
-                "missing or wrong bearer token",
-                {"WWW-Authenticate": 'Bearer realm="injection"'},
-            )
-        return await handler(request)
-
-    return check_token
 
 
 def _text(value: str, what: str) -> str:
@@ -376,9 +341,9 @@ class InjectionRoutes:
             }
         )
         self.clients += 1
-        watchdog = _StallWatchdog(request, self.stall_timeout)
+        watchdog = StallWatchdog(request, self.stall_timeout)
         try:
-            _set_send_timeout(request, self.send_timeout)
+            set_send_timeout(request, self.send_timeout)
             await response.prepare(request)
             # No blank line after `retry:` nor after a ping: a blank line ends a block,
             # and readers such as httpx-sse dispatch a block without data as an event
@@ -391,7 +356,7 @@ class InjectionRoutes:
                 if not batch and subscription.closed:
                     break
                 if batch:
-                    await _write_frames(watchdog, response, batch)
+                    await write_frames(watchdog, response, batch)
                 if loop.time() >= ping_at:  # between whole frames, however busy the stream
                     await watchdog.write(response, b": ping\n")
                     ping_at = loop.time() + heartbeat
@@ -425,146 +390,6 @@ class InjectionRoutes:
 
     async def _close_streams(self, app: web.Application) -> None:
         self.event_log.close()
-
-
-async def _write_frames(
-    watchdog: _StallWatchdog, response: web.StreamResponse, batch: list[Any]
-) -> None:
-    """Write the records' shared frames in pieces of about WRITE_CHUNK bytes."""
-    if len(batch) == 1:
-        await watchdog.write(response, batch[0].frame)
-        return
-    piece: list[bytes] = []
-    size = 0
-    for record in batch:
-        frame = record.frame
-        piece.append(frame)
-        size += len(frame)
-        if size >= WRITE_CHUNK:
-            await watchdog.write(response, b"".join(piece))
-            piece, size = [], 0
-    if piece:
-        await watchdog.write(response, b"".join(piece))
-
-
-class _StallWatchdog:
-    """Drops the connection of a reader a write to which stays blocked `timeout` seconds:
-    it takes nothing, whether or not new events come. One timer per reader, re-armed
-    only when it fires, so a write costs two attribute stores."""
-
-    def __init__(self, request: web.Request, timeout: float) -> None:
-        self._request = request
-        self._timeout = timeout
-        self._loop = asyncio.get_running_loop()
-        self._since: float | None = None  # when the write in progress began
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(timeout, self._check)
-
-    async def write(self, response: web.StreamResponse, data: bytes) -> None:
-        self._since = self._loop.time()
-        await response.write(data)
-        self._since = None
-
-    def _check(self) -> None:
-        since = self._since
-        now = self._loop.time()
-        if since is not None and now - since >= self._timeout:
-            self._timer = None
-            transport = self._request.transport
-            if transport is not None:
-                _log.info("dropping a stalled event stream reader (%s)", self._request.remote)
-                transport.abort()
-            return
-        due = self._timeout if since is None else since + self._timeout - now
-        self._timer = self._loop.call_later(due, self._check)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-def _set_send_timeout(request: web.Request, seconds: float | None) -> None:
-    """Let the kernel drop the connection when what is sent stays unacknowledged this
-    long (TCP_USER_TIMEOUT, Linux): a peer that vanished is found without writing more."""
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    transport = request.transport
-    if seconds is None or option is None or transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
-
-
-def is_loopback(host: str) -> bool:
-    """True if every address `host` names is a loopback address."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
-
-
-def check_bind_address(host: str, allow_remote: bool) -> None:
-    if not allow_remote and not is_loopback(host):
-        raise ValueError(
-            f"refusing to listen on {host!r}: not a loopback address. The injection API lets "
-            "anyone who reaches it stall the node; pass allow_remote=True (--allow-remote) "
-            "if that is what you want."
-        )
-
-
-def _host_name(host: str) -> str:
-    """The name part of a Host header: `[::1]:80` -> `::1`, `Example.test.:80` -> `example.test`."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    name, colon, port = host.rpartition(":")
-    if colon and port.isdigit() and ":" not in name:
-        host = name
-    return host.rstrip(".")
-
-
-def is_loopback_host(host: str) -> bool:
-    """A Host header that names this machine only: a loopback address or `localhost`,
-    with any port. No name is resolved: a page's DNS name rebound to 127.0.0.1 is not."""
-    name = _host_name(host)
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def host_check(
-    allowed_hosts: Iterable[str] = (),
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """A middleware answering 403 to a request whose `Host` is neither loopback nor one of
-    `allowed_hosts` (a name, any port; or `name:port`, that port only): a web page that
-    rebinds its DNS name to 127.0.0.1 can then neither read nor drive the node."""
-    allowed = {host.strip().lower().rstrip(".") for host in allowed_hosts}
-    allowed |= {_host_name(host) for host in allowed if ":" not in host.strip("[]")}
-
-    @web.middleware
-    async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
-        host = request.headers.get("Host")
-        if host is not None and not is_loopback_host(host):
-            given = host.strip().lower().rstrip(".")
-            if given not in allowed and _host_name(host) not in allowed:
-                shown = host[:200].encode("ascii", "backslashreplace").decode()
-                return error_response(
-                    403,
-                    f"Host {shown!r} is not allowed: this node answers requests for "
-                    "localhost and loopback addresses only; start it with --allowed-host "
-                    "(allowed_hosts=) to add a name",
-                )
-        return await handler(request)
-
-    return check_host
 
 
 class InjectionServer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -229,3 +230,48 @@ def test_a_hit_does_no_work_per_reader(monkeypatch: pytest.MonkeyPatch) -> None:
         log.publish("p", "lambda", "enter", 0, 1, False, {})
     assert touched == []
     assert all(reader.backlog == 10 for reader in readers)
+
+
+FULL_SCALE = pytest.mark.skipif(
+    not os.environ.get("INJECTION_EVENTS_FULL_SCALE"),
+    reason="the full-size figures of docs/reliability.md take a minute and 1 GiB of uploads: "
+    "set INJECTION_EVENTS_FULL_SCALE=1",
+)
+
+
+@FULL_SCALE
+def test_full_scale_1000_enables_of_1_mib() -> None:
+    enables = 1_000
+    with node_process() as node:
+        conn = http.client.HTTPConnection(node.host, node.port, timeout=30)
+        try:
+            enable(conn, "big", {"p": "0" * (MIB - 16)})
+            before = settled_rss(node)
+            for i in range(enables):
+                enable(conn, "big", {"p": str(i % 10) * (MIB - 16)})
+            grown = settled_rss(node) - before
+        finally:
+            conn.close()
+    print(f"\nmemory figures: 1,000 enables of 1 MiB grew the node {grown / MIB:.1f} MiB")
+    assert grown < 512 * MIB
+
+
+@FULL_SCALE
+def test_full_scale_256_readers_replaying_a_full_log() -> None:
+    """The default log (10,000 events) filled with ~4 KiB events, 256 readers asking for
+    all of it and never reading."""
+    readers, events, pad = 256, 10_000, 4_000
+    with node_process() as node:
+        fill(node, events, pad)
+        before = settled_rss(node)
+        base_fds = node.open_descriptors()
+        with stalled_readers(node, readers, "last_event_id=0&phase=all"):
+            deadline = time.monotonic() + 10
+            while node.open_descriptors() < base_fds + readers and time.monotonic() < deadline:
+                time.sleep(0.05)
+            grown = settled_rss(node) - before
+    print(
+        f"\nmemory figures: 256 readers replaying 10,000 events of 4 KiB without reading "
+        f"grew the node {grown / MIB:.1f} MiB (log {before / MIB:.0f} MiB RSS before)"
+    )
+    assert grown < 512 * MIB

@@ -34,7 +34,7 @@ from pytest_injection_events import (
     StreamConnectError,
     injection_event_stream,
 )
-from pytest_injection_events import server as server_module
+from pytest_injection_events import security as security_module
 from pytest_injection_events.cli import main
 from pytest_injection_events.node import FakeCluster, FakeNode
 from pytest_injection_events.server import MAX_BODY, PREFIX
@@ -223,13 +223,13 @@ def test_the_token_is_compared_in_constant_time(
     compared apart.) The middleware looks `hmac` up in the server module at each
     request, so a spy there sees every comparison made."""
     calls: list[tuple[bytes, bytes]] = []
-    real = server_module.hmac.compare_digest
+    real = security_module.hmac.compare_digest
 
     def spy(given: bytes, expected: bytes) -> bool:
         calls.append((given, expected))
         return real(given, expected)
 
-    monkeypatch.setattr(server_module, "hmac", types.SimpleNamespace(compare_digest=spy))
+    monkeypatch.setattr(security_module, "hmac", types.SimpleNamespace(compare_digest=spy))
     tries = ["", "x", TOKEN[0] + "x" * (len(TOKEN) - 1), "x" * len(TOKEN), TOKEN + TOKEN, TOKEN]
     for attempt in tries:
         headers = {"Authorization": f"Bearer {attempt}"}
