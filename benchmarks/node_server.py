@@ -74,7 +74,7 @@ class Driver:
             await asyncio.sleep(0)  # let the server write what is pending
             # Readers have no event to wait on us with: look at their backlog every 0.5 ms.
             while True:
-                if all(len(s.pending) <= BURST_MAX_PENDING for s in subscriptions):
+                if all(s.backlog <= BURST_MAX_PENDING for s in subscriptions):
                     break
                 await asyncio.sleep(0.0005)
 
