@@ -147,6 +147,8 @@ async def test_a_connection_without_its_headers_in_time_is_closed() -> None:
             for _, writer in (silent, dripping, kept, streaming):
                 writer.close()
     assert server.guard is not None and server.guard.closed_idle == 3
+    defaults = InjectionServer(Injector(), EventLog(), port=0)._guard_options
+    assert (defaults["header_timeout"], defaults["idle_timeout"]) == (10.0, 30.0)
 
 
 _FLOOD = """
