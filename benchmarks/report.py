@@ -186,7 +186,7 @@ def markdown(results: Results) -> str:
         "",
         f"Written by `python benchmarks/run.py` on {m['date']} in {results.runtime:.0f} s.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}; Python {m['python']}, "
-        f"aiohttp {m['aiohttp']}, aiohttp-sse {m['aiohttp-sse']}. "
+        f"aiohttp {m['aiohttp']}. "
         f"Load average (1, 5, 15 min) at start: {m['load']}; at the end: {m['load_end']}. "
         f"CPU during the latency runs: {m.get('cpu_during_latency', 'unknown')}.",
         "",

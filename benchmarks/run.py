@@ -389,7 +389,6 @@ def cpu_use(before: tuple[int, int, int], after: tuple[int, int, int]) -> str:
 
 def machine() -> dict[str, str]:
     import aiohttp
-    import aiohttp_sse  # type: ignore[import-untyped]
 
     cpu = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -402,7 +401,6 @@ def machine() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
-        "aiohttp-sse": getattr(aiohttp_sse, "__version__", "?"),
         "os": f"{platform.system()} {platform.release()}",
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
