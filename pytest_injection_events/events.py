@@ -150,7 +150,7 @@ class Record:
 def gap_record(node: str, missed_from: int, missed_to: int, reason: str) -> Record:
     """An explicit loss notice. A `dropped` gap carries `id:` so a resuming client skips
     the lost range; a `slow_client` gap does not, so the client resumes before it."""
-    data = {
+    data: dict[str, Any] = {
         "injection": None,
         "type": None,
         "phase": GAP,

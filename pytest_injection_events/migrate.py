@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from .errors import InjectionEventsError
 from .logfile import FrameworkPattern, framework_pattern, regex_literal
 from .protocol import TOKEN_ENV, parse_framework_message
 
@@ -143,7 +144,7 @@ def _r_kwarg(keyword: str) -> str:
     return f"unexpected argument '{keyword}'"
 
 
-class MigrateError(ValueError):
+class MigrateError(InjectionEventsError, ValueError):
     """Bad input for the codemod (a missing path, a file that does not parse, bad --points);
     its message is meant to be shown to the user as is."""
 

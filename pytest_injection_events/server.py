@@ -27,6 +27,7 @@ from .connections import (
     set_send_timeout,
     write_frames,
 )
+from .errors import InjectionEventsError
 from .events import ALL_PHASES, DEFAULT_MAX_PENDING, PHASES, EventLog
 from .injector import Injector
 from .protocol import (
@@ -77,7 +78,7 @@ _hand_over_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BadRequest(web.HTTPBadRequest):
+class BadRequest(web.HTTPBadRequest, InjectionEventsError):
     """A 400 whose reason the error middleware puts in the JSON body."""
 
     def __init__(self, reason: str) -> None:
@@ -192,7 +193,7 @@ def parse_heartbeat(value: str | None, default: float) -> float:
 
 
 class InjectionRoutes:
-    """The §5 endpoints of one node, over its injector and event log."""
+    """The endpoints of one node (docs/http-api.md), over its injector and event log."""
 
     def __init__(
         self,
