@@ -526,13 +526,13 @@ class FakeNode:
     async def _serve(self, started: concurrent.futures.Future[None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        server = InjectionServer(
-            self.injector, self.event_log, host=self.host, port=self.port, **self._server_options
-        )
-        if not self.events:
-            server.app.middlewares.append(_scylla_api_only)
-        self.workload.add_to(server.app)
-        try:
+        try:  # whatever fails here fails start() in the caller, never leaves it waiting
+            server = InjectionServer(
+                self.injector, self.event_log, host=self.host, port=self.port, **self._server_options
+            )
+            if not self.events:
+                server.app.middlewares.append(_scylla_api_only)
+            self.workload.add_to(server.app)
             await server.start()
         except BaseException as exc:
             started.set_exception(exc)
