@@ -28,17 +28,15 @@ import os
 import re
 import sys
 import tokenize
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .logfile import FrameworkPattern, framework_pattern, regex_literal
+from .logfile import framework_pattern, regex_literal
 from .migrate_points import _BREAKPOINT_KINDS, _SKIP_DIRS, Points, load_points
 from .migrate_reasons import (
     FIXTURE,
-    INSTALL_HINT,
     LOG_TIMEOUT,
     R_ALL,
     R_COMMENT,
@@ -74,6 +72,22 @@ from .migrate_reasons import (
     _r_receiver,
     _r_suffix,
     _r_unconfirmed,
+)
+from .migrate_records import Pos, _Ctx, _LogBinding, _MarkBinding, _Site, _Store, _Use
+from .migrate_syntax import (
+    _dotted,
+    _fixture_scope,
+    _has_comment,
+    _is_literal,
+    _is_pure,
+    _libcst,
+    _method_call,
+    _names_in,
+    _param_names,
+    _py_str,
+    _quote,
+    _string_value,
+    _walk_nodes,
 )
 from .protocol import parse_framework_message
 
@@ -131,221 +145,6 @@ class FileResult:
                 line += "\n\\ No newline at end of file\n"
             out.append(line)
         return "".join(out)
-
-
-# --------------------------------------------------------------------------- libcst access
-
-
-def _libcst() -> Any:
-    """Import libcst on first use, so the rest of the package works without the extra."""
-    try:
-        import libcst
-        import libcst.metadata  # the submodule must be loaded for c.metadata
-    except ImportError as exc:
-        raise MigrateError(INSTALL_HINT) from exc
-    return libcst
-
-
-def _string_value(node: Any) -> str | bool | None:
-    """The value of a string literal (implicit concatenation included); None when not a
-    string, False for an f-string with a placeholder. Grammar-independent: escapes are
-    read from each piece alone, never by parsing the file with the running Python."""
-    c = _libcst()
-    if isinstance(node, c.SimpleString):
-        with warnings.catch_warnings():  # an invalid escape ("a\.b") warns, as at run time
-            warnings.simplefilter("ignore")
-            value = node.evaluated_value
-        return value if isinstance(value, str) else None
-    if isinstance(node, c.ConcatenatedString):
-        left, right = _string_value(node.left), _string_value(node.right)
-        if left is False or right is False:
-            return False
-        if isinstance(left, str) and isinstance(right, str):
-            return left + right
-        return None
-    if isinstance(node, c.FormattedString):
-        text = []
-        prefix = node.prefix.lower().replace("f", "")
-        for part in node.parts:
-            if not isinstance(part, c.FormattedStringText):
-                return False
-            literal = c.SimpleString(f"{prefix}{node.quote}{part.value}{node.quote}")
-            piece = _string_value(literal)
-            text.append(str(piece).replace("{{", "{").replace("}}", "}"))
-        return "".join(text)
-    return None
-
-
-def _has_comment(node: Any) -> bool:
-    c = _libcst()
-    if node is None or not isinstance(node, c.CSTNode):
-        return False
-    if isinstance(node, c.Comment):
-        return True
-    return any(_has_comment(child) for child in node.children)
-
-
-def _dotted(node: Any) -> str | None:
-    c = _libcst()
-    if isinstance(node, c.Name):
-        return node.value
-    if isinstance(node, c.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr.value}"
-    return None
-
-
-def _is_pure(node: Any) -> bool:
-    """Names, attributes, constants and subscripts of them: cheap and free of effects."""
-    c = _libcst()
-    if isinstance(node, (c.Name, c.Integer, c.Float, c.SimpleString)):
-        return True
-    if isinstance(node, c.Attribute):
-        return _is_pure(node.value)
-    if isinstance(node, c.Subscript):
-        return _is_pure(node.value) and all(
-            isinstance(el.slice, c.Index) and _is_pure(el.slice.value) for el in node.slice
-        )
-    if isinstance(node, c.UnaryOperation):
-        return _is_pure(node.expression)
-    return False
-
-
-def _names_in(node: Any) -> Iterator[Any]:
-    c = _libcst()
-    if isinstance(node, c.Name):
-        yield node
-    elif isinstance(node, c.Attribute):
-        yield from _names_in(node.value)  # the attribute's own name is no variable
-        return
-    for child in node.children:
-        yield from _names_in(child)
-
-
-def _fixture_scope(func: Any) -> str | None:
-    """None if `func` is not a fixture, else its scope ('?' when not a literal)."""
-    c = _libcst()
-    for dec in func.decorators:
-        expr = dec.decorator.func if isinstance(dec.decorator, c.Call) else dec.decorator
-        dotted = _dotted(expr)
-        if dotted is None or dotted.split(".")[-1] != "fixture":
-            continue
-        if not isinstance(dec.decorator, c.Call):
-            return "function"
-        for arg in dec.decorator.args:
-            if arg.keyword is not None and arg.keyword.value == "scope":
-                value = arg.value
-                if isinstance(value, c.SimpleString) and isinstance(value.evaluated_value, str):
-                    return value.evaluated_value
-                return "?"
-        return "function"
-    return None
-
-
-def _param_names(func: Any) -> list[str]:
-    c = _libcst()
-    p = func.params
-    names = [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
-    for extra in (p.star_arg, p.star_kwarg):
-        if isinstance(extra, c.Param):
-            names.append(extra.name.value)
-    return names
-
-
-def _method_call(node: Any, method: str) -> tuple[Any, bool] | None:
-    """(the Call, awaited?) for `await X.method(...)` or `X.method(...)`."""
-    c = _libcst()
-    awaited = isinstance(node, c.Await)
-    call = node.expression if awaited else node
-    if (
-        isinstance(call, c.Call)
-        and isinstance(call.func, c.Attribute)
-        and call.func.attr.value == method
-    ):
-        return call, awaited
-    return None
-
-
-# --------------------------------------------------------------------------- records
-
-Pos = tuple[int, int]
-
-
-@dataclass(eq=False)
-class _Ctx:
-    """Where a node sits: the functions, lambdas and classes around it (outer first), loops."""
-
-    chain: tuple[Any, ...]
-    loops: tuple[Any, ...]
-
-
-@dataclass(eq=False)
-class _Use:
-    name: str
-    node: Any
-    start: Pos
-    ctx: _Ctx
-
-
-@dataclass(eq=False)
-class _Store:
-    name: str
-    node: Any
-    eff: Pos  # where the binding takes effect: after the whole assignment
-    ctx: _Ctx
-
-
-@dataclass(eq=False)
-class _LogBinding:
-    """`L = await M.server_open_log(S.server_id)` (node S), or `L = [... for s in SERVERS]`."""
-
-    name: str
-    node: Any | None  # the server expression; for a list: the iterable of servers
-    per_server: bool
-    line: Any
-    block: Any
-    eff: Pos
-    ctx: _Ctx
-    awaited: bool
-    keyed: bool = False  # {s: log of s for s in SERVERS}: L[s] is the log of s
-
-
-@dataclass(eq=False)
-class _MarkBinding:
-    name: str
-    receiver: Any
-    call: Any
-    line: Any
-    eff: Pos
-    start: Pos
-    ctx: _Ctx
-    awaited: bool
-    node_code: str | None = None
-
-
-@dataclass(eq=False)
-class _Site:
-    call: Any
-    line: int
-    start: Pos
-    ctx: _Ctx
-    host: Any = None
-    usage: str = "await"  # "await", "gather" or "sync"
-    stmt_line: Any = None  # the SimpleStatementLine holding the site, when a statement
-    block: Any = None
-    assign: Any = None
-    assign_end: Pos | None = None
-    targets: list[str] = field(default_factory=list)
-    pattern: FrameworkPattern | None = None
-    node_code: str | None = None
-    log_bindings: list[_LogBinding] = field(default_factory=list)
-    from_mark: Any = None  # the Arg
-    mark_name: str | None = None
-    timeout: Any = None  # the Arg
-    reason: str | None = None
-    remark: bool = False  # `mark, _ = await log.wait_for(...)` with mark read later
-    marks: list[_MarkBinding] = field(default_factory=list)  # log.mark() its after= reads
-    consume: bool = True
 
 
 class _Analysis:
@@ -1243,41 +1042,6 @@ class _Analysis:
 _BACKGROUND = frozenset(
     {"create_task", "ensure_future", "TaskGroup", "call_soon", "call_later", "call_at"}
 )
-
-
-def _walk_nodes(node: Any) -> Iterator[Any]:
-    yield node
-    for child in node.children:
-        yield from _walk_nodes(child)
-
-
-def _is_literal(node: Any) -> bool:
-    c = _libcst()
-    if isinstance(node, (c.SimpleString, c.Integer, c.Float, c.Name)):
-        return not isinstance(node, c.Name) or node.value in ("None", "True", "False")
-    if isinstance(node, c.Dict):
-        return all(
-            isinstance(e, c.DictElement) and _is_literal(e.key) and _is_literal(e.value)
-            for e in node.elements
-        )
-    return False
-
-
-def _quote(site: _Site) -> str:
-    c = _libcst()
-    value = site.call.args[0].value
-    while isinstance(value, c.ConcatenatedString):
-        value = value.left
-    quote = getattr(value, "quote", '"')
-    return quote[0] if quote else '"'
-
-
-def _py_str(text: str, quote: str = '"') -> str:
-    """A string literal for `text` in the file's quote style; names hold no quote."""
-    escaped = text.replace("\\", "\\\\")
-    if quote in escaped:
-        quote = '"' if quote == "'" else "'"
-    return f"{quote}{escaped}{quote}"
 
 
 def _mark_call(node_code: str, sync: bool) -> str:
