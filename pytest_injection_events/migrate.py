@@ -18,6 +18,12 @@ mark and the timeout:
 and lists every log wait it leaves as it is as `file:line: reason`. The rules,
 with a before/after pair each, are in docs/migration.md. Parsing is libcst's own
 (not the running Python's grammar), so files in 3.12+ syntax convert on 3.10.
+
+This module is what callers use: `migrate_source`, `migrate_paths`,
+`run_migrate` (the command) and their results. The work is done in stages, a
+module each, `migrate_walk` -> `migrate_decide` -> `migrate_marker` ->
+`migrate_build`, on the helpers of `migrate_records`, `migrate_syntax`,
+`migrate_points` and `migrate_reasons` (docs/design.md, "The codemod").
 """
 
 from __future__ import annotations
@@ -92,9 +98,6 @@ class FileResult:
                 line += "\n\\ No newline at end of file\n"
             out.append(line)
         return "".join(out)
-
-
-# --------------------------------------------------------------------------- public API
 
 
 def migrate_source(source: str, path: str = "<string>", points: Points | None = None) -> FileResult:
