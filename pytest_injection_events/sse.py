@@ -37,11 +37,25 @@ class SSEDecoder:
         self.retry: int | None = None
         self.comments = 0
         self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        self._split_char = False  # the last chunk may have ended inside a UTF-8 character
         self._pending = ""  # text after the last blank line
         self._held_cr = False  # a chunk ended in CR: its LF may start the next one
 
     def feed(self, chunk: bytes | str) -> list[SSEMessage]:
-        text = self._decode(chunk) if isinstance(chunk, bytes) else chunk
+        return [SSEMessage(data, id_, event) for data, id_, event in self.feed_fields(chunk)]
+
+    def feed_fields(self, chunk: bytes | str) -> list[tuple[str, str | None, str]]:
+        """What `feed` returns, as `(data, id, event)` tuples: for a reader on the hot path,
+        which needs no object per message."""
+        if isinstance(chunk, str):
+            text = chunk
+        elif self._split_char or chunk[-1:] >= b"\x80":
+            # A character may be cut between chunks: the incremental decoder joins it.
+            text = self._decode(chunk)
+            if chunk:
+                self._split_char = chunk[-1] >= 0x80
+        else:
+            text = chunk.decode("utf-8", "replace")  # whole characters: no decoder state
         if self._held_cr and text.startswith("\n"):
             text = text[1:]  # the LF of a CRLF split across two chunks
         self._held_cr = text.endswith("\r")
@@ -49,14 +63,29 @@ class SSEDecoder:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         blocks = (self._pending + text).split("\n\n")
         self._pending = blocks.pop()
-        messages: list[SSEMessage] = []
+        messages: list[tuple[str, str | None, str]] = []
+        append = messages.append
         for block in blocks:
+            # The common block, `id: N` then one `data:` line, without a step per line:
+            # what the rules below make of it, in a third of the time.
+            if block.startswith("id: "):
+                end = block.find("\n", 4)
+                if (
+                    end != -1
+                    and block.startswith("data: ", end + 1)
+                    and block.find("\n", end + 7) == -1
+                ):
+                    event_id = block[4:end]
+                    if "\0" not in event_id:
+                        self.last_event_id = event_id
+                        append((block[end + 7 :], event_id, "message"))
+                        continue
             message = self._block(block)
             if message is not None:
-                messages.append(message)
+                append(message)
         return messages
 
-    def _block(self, block: str) -> SSEMessage | None:
+    def _block(self, block: str) -> tuple[str, str | None, str] | None:
         data: list[str] | None = None
         event_id: str | None = None
         event = "message"
@@ -83,4 +112,4 @@ class SSEDecoder:
                     self.retry = int(value)
         if data is None:
             return None
-        return SSEMessage("\n".join(data), event_id, event)
+        return "\n".join(data), event_id, event

@@ -91,32 +91,38 @@ class WaitEngine:
     # -- delivery -----------------------------------------------------------------
 
     def deliver(self, event: InjectionEvent, key: str, life: int) -> None:
-        number = self._base + len(self.events)
-        self.events.append(event)
+        """Keep the event and hand it to the waits that match: one pass over the waits,
+        which are few, and nothing made per event but its origin."""
+        events = self.events
+        number = self._base + len(events)
+        events.append(event)
         self._origin.append((key, life))
         for callback in self.on_event:
             callback(event)
         if event.phase == GAP:
             self._lost(event, key)
         else:
-            taken = False
+            taken = finished = False
             for wait in self.waits:
                 # A cancelled wait stays listed until its task runs again: it takes nothing.
-                if (
-                    wait.future.done()
-                    or (taken and wait.consume)
-                    or not wait.matches(event, key, life)
-                ):
+                if wait.future.done():
+                    finished = True
+                    continue
+                if (taken and wait.consume) or not wait.matches(event, key, life):
                     continue
                 wait.taken.append(number)
                 taken = taken or wait.consume
                 if len(wait.taken) == wait.count:
                     wait.future.set_result(event)
-            if any(w.future.done() for w in self.waits):
+                    finished = True
+            if finished:
                 self.waits = [w for w in self.waits if not w.future.done()]
             if not taken:
-                self._unread.setdefault(event.injection, deque()).append(number)
-        if len(self.events) > self.max_events * 1.1:
+                unread = self._unread.get(event.injection)
+                if unread is None:
+                    unread = self._unread[event.injection] = deque()
+                unread.append(number)
+        if len(events) > self.max_events * 1.1:
             self._trim()
 
     def _trim(self) -> None:
