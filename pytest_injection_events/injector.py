@@ -342,18 +342,25 @@ class Injector:
 
     # -- points (the hot path) -------------------------------------------------
 
-    def inject(self, name: str, fn: Callable[[], T], *, shard: int = 0) -> T | None:
-        """A `lambda` point: call `fn` when enabled; its result, else None."""
-        injection = self._enabled.get(name)
-        if injection is None or not self._fire(injection, LAMBDA, shard):
+    def inject(self, name: str, fn: Callable[[], T], shard: int = 0) -> T | None:
+        """A `lambda` point: call `fn` when enabled; its result, else None.
+
+        The disabled path is one `in` on the hot dict. `shard` is not keyword-only here:
+        CPython (3.11 to 3.13) does not specialize calls to a function with keyword-only
+        parameters, which made a disabled point 54 ns instead of 35 (docs/benchmarks.md)."""
+        if name not in self._enabled:
+            return None
+        if not self._fire(self._enabled[name], LAMBDA, shard):
             return None
         self._debug(TRIGGERING.format(name=name), shard)
         return fn()
 
     def inject_parameter(self, name: str, key: str = "value", *, shard: int = 0) -> str | None:
         """A `parameter` point: the enabled injection's parameter `key`, else None."""
-        injection = self._enabled.get(name)
-        if injection is None or not self._fire(injection, PARAMETER, shard):
+        if name not in self._enabled:
+            return None
+        injection = self._enabled[name]
+        if not self._fire(injection, PARAMETER, shard):
             return None
         value = injection.parameters.get(key)
         self._debug(INJECTED_PARAMETER.format(value=value or "", key=key, name=name), shard)
@@ -361,8 +368,9 @@ class Injector:
 
     def inject_exception(self, name: str, error: ErrorSpec = None, *, shard: int = 0) -> None:
         """An `exception` point: raise `error` (default `InjectedError(name)`) when enabled."""
-        injection = self._enabled.get(name)
-        if injection is None or not self._fire(injection, EXCEPTION, shard):
+        if name not in self._enabled:
+            return
+        if not self._fire(self._enabled[name], EXCEPTION, shard):
             return
         self._debug(TRIGGERING_EXCEPTION.format(name=name), shard)
         if error is None:
