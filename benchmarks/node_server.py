@@ -1,7 +1,8 @@
 """A FakeNode in a process of its own, driven over stdin, so waiters are timed honestly.
 
 The benchmark's waiter runs in another process, as a test would: nothing it does
-shares a GIL or a loop with the node. Commands come one per line on stdin; each
+shares a GIL or a loop with the node. `--no-events` makes a node as ScyllaDB is
+today (no `/events`: its log is what a test reads). Commands come one per line on stdin; each
 gets one line of JSON on stdout:
 
 - `enable NAME`: enable NAME (not one-shot) on the node's loop.
@@ -15,6 +16,7 @@ gets one line of JSON on stdout:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -94,8 +96,17 @@ def _nothing() -> None:
 
 def serve() -> None:
     """Run the node until `quit` or the end of stdin."""
-    # Keeps every event of a run, so `hits` answers for all of them (the default is 10,000).
-    with FakeNode(event_capacity=EVENT_CAPACITY) as node:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--no-events", action="store_true", help="ScyllaDB's API only: no /events (a log node)"
+    )
+    parser.add_argument("--log-level", default="info", help="the node log's level")
+    args = parser.parse_args()
+    # Keeps every event of a run, so `hits` answers for all of them (the default is 10,000);
+    # a node without /events keeps them too: `hits` reads the node's own record of its hits.
+    with FakeNode(
+        event_capacity=EVENT_CAPACITY, events=not args.no_events, log_level=args.log_level
+    ) as node:
         driver = Driver(node)
         print(json.dumps({"url": node.url, "log_path": node.log_path}), flush=True)
         for line in sys.stdin:

@@ -7,8 +7,8 @@ Why each part is built the way it is:
   interleaved in shuffled cycles, so drift and other load hit every way alike.
 - The floor (`tcp_floor.py`) is the same idle and push with nothing on top.
 
-Writes `docs/benchmarks.md`, `docs/benchmarks-latency.png` and the raw samples in
-`docs/benchmarks.json`; exits 1 if a target of issue #5 is missed.
+Writes `docs/benchmarks.md`, `docs/benchmarks-latency.png`, the raw samples in
+`docs/benchmarks.json` and the README's figures; exits 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -44,8 +44,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOCS = ROOT / "docs"
 
-#: One point per way, so a stream never wakes for another way's hit.
-POINT = {"stream": "bench_stream", "poll": "bench_poll", "log": "bench_log"}
+#: One point per way, so a stream never wakes for another way's hit. `stream` and `poll`
+#: hit the node with `/events`; `logsrc` and `log` hit the node without (as ScyllaDB is
+#: today), whose log both read: the same kind of line, in the same file.
+POINT = {
+    "stream": "bench_stream",
+    "poll": "bench_poll",
+    "logsrc": "bench_logsrc",
+    "log": "bench_log",
+}
+WAYS = (*POINT, "floor")
 BURST_POINT = "bench_burst"
 #: The idle before a hit: uniform in this range, in seconds.
 IDLE = (0.02, 0.15)
@@ -64,10 +72,11 @@ class NodeProcess:
         self.log_path = log_path
 
     @classmethod
-    async def start(cls) -> NodeProcess:
+    async def start(cls, *options: str) -> NodeProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(HERE / "node_server.py"),
+            *options,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
@@ -157,12 +166,24 @@ class Latencies:
     samples: dict[str, list[float]] = field(default_factory=dict)
 
 
-async def measure_latency(node: NodeProcess, hits: int, rng: random.Random) -> Latencies:
-    """Interleave the four ways in shuffled cycles; each round is one hit after a random idle."""
-    returned: dict[str, list[float]] = {way: [] for way in (*POINT, "floor")}
+async def measure_latency(
+    node: NodeProcess,
+    log_node: NodeProcess,
+    hits: int,
+    rng: random.Random,
+    ways: tuple[str, ...] = WAYS,
+) -> Latencies:
+    """Interleave the ways in shuffled cycles; each round is one hit after a random idle.
+
+    `node` serves `/events`; `log_node` does not (ScyllaDB's API only), and both log
+    ways read its log: our log source through a stream (`add_node(url, log=path)`),
+    and ScyllaDB's 10 ms tail."""
+    returned: dict[str, list[float]] = {way: [] for way in ways}
     floor_latency: list[float] = []
-    for name in POINT.values():
-        await node.ask("enable", name)
+    owner = {way: log_node if way in ("logsrc", "log") else node for way in POINT}
+    for way in ways:
+        if way in POINT:
+            await owner[way].ask("enable", POINT[way])
     floor = await asyncio.create_subprocess_exec(
         sys.executable,
         str(HERE / "tcp_floor.py"),
@@ -175,15 +196,26 @@ async def measure_latency(node: NodeProcess, hits: int, rng: random.Random) -> L
         assert floor.stdout is not None
         port = int(await asyncio.wait_for(floor.stdout.readline(), 30))
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        log = LogTail(node.log_path, pool)
+        log = LogTail(log_node.log_path, pool)
         async with (
             InjectionApi(node.url) as api,
             injection_event_stream(node.url, injections=[POINT["stream"]]) as stream,
+            injection_event_stream() as log_stream,
         ):
+            # As a cluster test attaches a node it started: by URL, with its log.
+            attached = await log_stream.add_node(log_node.url, log=log_node.log_path)
+            if not attached.source.startswith("log"):
+                raise RuntimeError(f"the log node is read through {attached.source}")
 
             async def via_stream(idle: float) -> float:
                 await node.ask("arm", POINT["stream"], idle)
                 await stream.wait_for_injection(POINT["stream"], timeout=10)
+                return time.time()
+
+            async def via_logsrc(idle: float) -> float:
+                mark = await log_stream.mark(log_node.url)
+                await log_node.ask("arm", POINT["logsrc"], idle)
+                await log_stream.wait_for_injection(POINT["logsrc"], timeout=10, after=mark)
                 return time.time()
 
             async def via_poll(idle: float) -> float:
@@ -194,7 +226,7 @@ async def measure_latency(node: NodeProcess, hits: int, rng: random.Random) -> L
 
             async def via_log(idle: float) -> float:
                 mark = await log.mark()
-                await node.ask("arm", POINT["log"], idle)
+                await log_node.ask("arm", POINT["log"], idle)
                 await log.wait_for(f"{POINT['log']}: waiting for message", mark)
                 return time.time()
 
@@ -207,19 +239,21 @@ async def measure_latency(node: NodeProcess, hits: int, rng: random.Random) -> L
                 floor_latency.append(now - pushed)
                 return now
 
-            ways: dict[str, Callable[[float], Awaitable[float]]] = {
+            every: dict[str, Callable[[float], Awaitable[float]]] = {
                 "stream": via_stream,
+                "logsrc": via_logsrc,
                 "poll": via_poll,
                 "log": via_log,
                 "floor": via_floor,
             }
+            chosen = {way: every[way] for way in ways}
             for _ in range(WARMUP + hits):
-                cycle = list(ways)
+                cycle = list(chosen)
                 rng.shuffle(cycle)
                 for way in cycle:
                     # The way itself reads the clock as its call returns; no task or
                     # timeout wrapper here, which would add loop turns to the figure.
-                    returned[way].append(await ways[way](rng.uniform(*IDLE)))
+                    returned[way].append(await chosen[way](rng.uniform(*IDLE)))
     finally:
         if writer is not None:
             writer.close()
@@ -228,12 +262,14 @@ async def measure_latency(node: NodeProcess, hits: int, rng: random.Random) -> L
         await _end(floor)
         pool.shutdown()
     result = Latencies()
-    for way, name in POINT.items():
-        stamps = (await node.ask("hits", name))["timestamps"]
+    for way in ways:
+        if way == "floor":
+            result.samples[way] = floor_latency[WARMUP:]
+            continue
+        stamps = (await owner[way].ask("hits", POINT[way]))["timestamps"]
         if len(stamps) != len(returned[way]):
             raise RuntimeError(f"{way}: {len(stamps)} hits but {len(returned[way])} returns")
         result.samples[way] = [r - s for r, s in zip(returned[way], stamps, strict=True)][WARMUP:]
-    result.samples["floor"] = floor_latency[WARMUP:]
     return result
 
 
@@ -293,9 +329,9 @@ def measure_call_costs(number: int = 5_000, repeat: int = 30) -> dict[str, float
     timers: dict[str, timeit.Timer] = {}
     checks: list[Any] = []
     for label, enabled, subscribers in (
-        ("disabled point", False, 0),
+        (report.DISABLED, False, 0),
         ("enabled, 0 subscribers", True, 0),
-        ("enabled, 10 subscribers", True, 10),
+        *((report.subscribers_label(n), True, n) for n in report.SUBSCRIBERS),
     ):
         injector = Injector()
         event_log = EventLog("bench")
@@ -318,9 +354,7 @@ def measure_call_costs(number: int = 5_000, repeat: int = 30) -> dict[str, float
             setup="empty()",
             globals={"inject": injector.inject, "fn": _nothing, "empty": empty},
         )
-    timers["reference: `name in dict`"] = timeit.Timer(
-        "'point' in enabled", globals={"enabled": {}}
-    )
+    timers[report.REFERENCE] = timeit.Timer("'point' in enabled", globals={"enabled": {}})
     best = dict.fromkeys(timers, float("inf"))
     for _ in range(repeat):
         for label, timer in timers.items():
@@ -412,38 +446,51 @@ async def run_all(args: argparse.Namespace) -> report.Results:
     rng = random.Random(args.seed)
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load']}", flush=True)
-    costs = measure_call_costs()
-    print("cost per call (ns):", {k: round(v, 1) for k, v in costs.items()}, flush=True)
+    parts = set(args.parts)
+    costs = measure_call_costs() if "costs" in parts else {}
+    if costs:
+        print("cost per call (ns):", {k: round(v, 1) for k, v in costs.items()}, flush=True)
     node = await NodeProcess.start()
+    latency = Latencies()
+    throughput: list[report.Throughput] = []
     try:
-        started, cpu = time.perf_counter(), cpu_times()
-        latency = await measure_latency(node, args.hits, rng)
-        info["cpu_during_latency"] = cpu_use(cpu, cpu_times())
-        print(f"latency: {args.hits} hits per way in {time.perf_counter() - started:.0f}s")
-        for way, samples in latency.samples.items():
-            print(
-                f"  {way:6} p50 {report.pct(samples, 50) * 1e3:8.3f} ms"
-                f"  p99 {report.pct(samples, 99) * 1e3:8.3f} ms",
-                flush=True,
-            )
-        await node.ask("enable", BURST_POINT)
-        throughput = [
-            await measure_throughput(node, 1, args.events),
-            await measure_throughput(node, 50, args.events_each),
-        ]
-        for t in throughput:
-            print(
-                f"throughput: {t.clients} client(s): {t.total_rate:,.0f} events/s, "
-                f"lost {t.lost}, duplicated {t.duplicated}, gaps {t.gaps}",
-                flush=True,
-            )
+        if "latency" in parts:
+            log_node = await NodeProcess.start("--no-events")
+            try:
+                started, cpu = time.perf_counter(), cpu_times()
+                latency = await measure_latency(node, log_node, args.hits, rng, args.ways)
+                info["cpu_during_latency"] = cpu_use(cpu, cpu_times())
+            finally:
+                await log_node.stop()
+            print(f"latency: {args.hits} hits per way in {time.perf_counter() - started:.0f}s")
+            for way, samples in latency.samples.items():
+                print(
+                    f"  {way:6} p50 {report.pct(samples, 50) * 1e3:8.3f} ms"
+                    f"  p99 {report.pct(samples, 99) * 1e3:8.3f} ms",
+                    flush=True,
+                )
+        if "throughput" in parts:
+            await node.ask("enable", BURST_POINT)
+            throughput = [
+                await measure_throughput(node, 1, args.events),
+                await measure_throughput(node, 50, args.events_each),
+            ]
+            for t in throughput:
+                print(
+                    f"throughput: {t.clients} client(s): {t.total_rate:,.0f} events/s, "
+                    f"lost {t.lost}, duplicated {t.duplicated}, gaps {t.gaps}",
+                    flush=True,
+                )
     finally:
         await node.stop()
-    suites = example_suites(args.suite_runs) if args.suite_runs > 0 else []
+    suites = example_suites(args.suite_runs) if "suites" in parts and args.suite_runs > 0 else []
     for suite in suites:
         print(f"suite {suite.label}: median {statistics.median(suite.wall):.2f}s", flush=True)
     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return report.Results(info, latency.samples, throughput, costs, suites, args.hits, IDLE)
+
+
+PARTS = ("costs", "latency", "throughput", "suites")
 
 
 def main() -> int:
@@ -460,12 +507,32 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the random idles")
     parser.add_argument("--out", type=Path, default=DOCS, help="where to write (default docs/)")
+    parser.add_argument(
+        "--parts",
+        type=lambda text: tuple(text.split(",")),
+        default=PARTS,
+        help=f"a comma list of {', '.join(PARTS)}: anything less prints and writes nothing",
+    )
+    parser.add_argument(
+        "--ways",
+        type=lambda text: tuple(text.split(",")),
+        default=WAYS,
+        help=f"latency ways, a comma list of {', '.join(WAYS)} (fewer: writes nothing)",
+    )
     args = parser.parse_args()
+    if not set(args.parts) <= set(PARTS) or not set(args.ways) <= set(WAYS):
+        parser.error(f"--parts takes {', '.join(PARTS)}; --ways takes {', '.join(WAYS)}")
     started = time.perf_counter()
     results = asyncio.run(run_all(args))
     results.runtime = time.perf_counter() - started
+    if set(args.parts) != set(PARTS) or set(args.ways) != set(WAYS):
+        print(f"a partial run ({results.runtime:.0f}s): nothing written")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    report.write(results, args.out)
+    readme = ROOT / "README.md" if args.out.resolve() == DOCS else None
+    report.write(results, args.out, readme=readme)
+    for target in results.targets():
+        print(f"{'pass' if target.passed else 'FAIL'}: {target.text}: {target.measured}")
     print(f"wrote {args.out / 'benchmarks.md'} and the plot in {results.runtime:.0f}s")
     return 0 if results.all_pass() else 1
 
