@@ -288,6 +288,51 @@ NOTES = (
     "The p99s are the second and third worst of 200 hits: on a two-core machine any "
     "other busy process moves them first (a woken process can wait a scheduler tick, "
     "4 ms). Check the load average above before reading a tail.",
+    "What counts on the latency path is how much code a hit touches, not how many "
+    "instructions it runs: after an idle the first call of anything runs 10 to 20 times "
+    "slower than warm (`json.loads` of one event: 69 us on the first call after a sleep, "
+    "6 us on the second). Per-event costs below are given warm (a burst, the garbage "
+    "collector included, events kept) and cold (the first event after a 20-150 ms idle).",
+    "Issue 13, client hot path (2026-12-02, same machine, before -> after): the SSE "
+    "decoder takes the usual block (`id:` then one `data:` line) in one step and decodes a "
+    "chunk of whole characters without the incremental decoder: 1.5 -> 0.74 us warm, "
+    "31-43 -> 18-28 us cold. `parse_event` instead of `json.loads` + "
+    "`InjectionEvent.from_dict` (the usual event's ten values set straight on the "
+    "instance; anything else still through `from_dict`): 5.0 -> 3.4 us warm, 52-62 -> "
+    "31-37 us cold. Delivery to the waits in one pass: 0.76 -> 0.58 us warm, 16-19 -> "
+    "12-13 us cold. In all, 7.4 -> 4.8 us per event warm, about 100 -> 65 us for the "
+    "first event after an idle. Before the change, with this benchmark, one run: stream "
+    "p50 0.603 ms (2.2x the floor), one client 63,900 events/s, 50 clients 89,000.",
+    "Tried and left: the decoded object as the event's `__dict__` builds an event in "
+    "2.4 us instead of 2.9, but then each kept event is two objects for the garbage "
+    "collector instead of one (an instance's own attributes live inline); its full "
+    "passes over the kept events took 1.9 s instead of 1.1 s in four rounds of the "
+    "throughput runs, and 50 clients got about 105,000 events/s instead of 125,000.",
+    "Faster JSON: orjson 3.13 (well kept, binary wheels for the usual platforms, none "
+    "for PyPy, so it could only be optional) "
+    "decodes an event in 0.69 us against 1.2-1.6 us for the standard library's "
+    "`raw_decode`, and 27 against 35 us cold: about 0.7 us of 4.8 per event and 8 us of "
+    "0.6 ms per hit, inside this table's run-to-run spread. Not adopted: the standard "
+    "library stays the only parser.",
+    "A disabled point: `if name not in self._enabled` instead of `.get` and a test, and "
+    "`inject`'s `shard` no longer keyword-only, since CPython (3.11 to 3.13) does not "
+    "specialize calls to functions with keyword-only parameters: 51.5 -> 34 ns "
+    "(3.7x -> 2.5x a bare `name in dict`).",
+    "What is left between the stream and the floor is mostly the node's: a bare asyncio "
+    "reader of the same stream that parses nothing and returns on the first byte of "
+    "the event got 0.40 ms at p50 against the floor's 0.27 ms (1.49x) in the same "
+    "session, so the stream's 1.5x target cannot be met from the client. On the client, "
+    "aiohttp's receive path and one loop turn to the reader task come on top, then the "
+    "decode, parse and delivery (about 65 us cold) and the loop turn that wakes the "
+    "waiting task (about 30 us). The node's side (frames written straight, not through "
+    "aiohttp-sse's writer) belongs to the server's rewrite of issue 11.",
+    "A hit's cost grows with the node's readers because `EventLog.publish` offers each "
+    "record to every subscription at the hit (0.15 us per reader): the shared numbered "
+    "log that readers follow with cursors (issue 11) is what makes it flat.",
+    "The log source: of its 0.8-0.9 ms, the node writes the line a callback after the "
+    "push, and on the client parsing the line's date (`time.strptime`) takes 157 us on "
+    "the first line after an idle (20 us warm): caching the parse of the line's second "
+    "would take most of it off.",
 )
 
 
