@@ -318,14 +318,16 @@ NOTES = (
     "`inject`'s `shard` no longer keyword-only, since CPython (3.11 to 3.13) does not "
     "specialize calls to functions with keyword-only parameters: 51.5 -> 34 ns "
     "(3.7x -> 2.5x a bare `name in dict`).",
-    "What is left between the stream and the floor is mostly the node's: a bare asyncio "
-    "reader of the same stream that parses nothing and returns on the first byte of "
-    "the event got 0.40 ms at p50 against the floor's 0.27 ms (1.49x) in the same "
-    "session, so the stream's 1.5x target cannot be met from the client. On the client, "
-    "aiohttp's receive path and one loop turn to the reader task come on top, then the "
-    "decode, parse and delivery (about 65 us cold) and the loop turn that wakes the "
-    "waiting task (about 30 us). The node's side (frames written straight, not through "
-    "aiohttp-sse's writer) belongs to the server's rewrite of issue 11.",
+    "What is left between the stream and the floor is the node's as much as the "
+    "client's. A bare asyncio reader of the same stream (raw socket, no HTTP client, "
+    "no parse, returns on the first byte of the event) got 1.2x to 1.5x the floor's p50 "
+    "in four runs on 2026-12-02; the same reader decoding the chunked body, the SSE and "
+    "the event with the client's code got 1.6x to 1.7x. So the stream's 1.5x target "
+    "cannot be met from the client: it needs the node's side (frames written straight "
+    "rather than through aiohttp-sse's writer: the server rewrite of issue 11) as well as "
+    "the client's. On the client, aiohttp's receive path and the loop turn to the reader "
+    "task come first, then decode, parse and delivery (about 65 us cold), then the loop "
+    "turn that wakes the waiting task (about 30 us).",
     "A hit's cost grows with the node's readers because `EventLog.publish` offers each "
     "record to every subscription at the hit (0.15 us per reader): the shared numbered "
     "log that readers follow with cursors (issue 11) is what makes it flat.",
