@@ -83,6 +83,10 @@ class Throughput:
     duplicated: int
     gaps: int
     reconnects: int
+    #: CPU seconds per event: the waiting process's per event each client received, and
+    #: the node's per event it produced (0.0 where /proc is missing or in older data).
+    client_cpu: float = 0.0
+    node_cpu: float = 0.0
 
     @property
     def slowest_client_rate(self) -> float:
@@ -394,18 +398,22 @@ def markdown(results: Results) -> str:
         "A burst's time runs from its first hit (node clock) to the return of the last "
         "client's wait; three bursts on the same streams, the median shown, the range in "
         "parentheses. Loss: every client must get exactly the seqs of every burst, without "
-        "hole or duplicate.",
+        "hole or duplicate. The CPU columns say who the figure is bound by: the two "
+        "processes need a core each, so on a machine where other work takes one core "
+        "they share the other, and one client's rate falls to about "
+        "1 / (client CPU + node CPU) per event.",
         "",
         "| clients | events per client per burst | events/s to each client | events/s in all "
-        "| lost | duplicated | gaps | reconnects |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| lost | duplicated | gaps | reconnects | client CPU per event | node CPU per event |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in results.throughput:
         rates = sorted(t.clients * t.per_client / s for s in t.seconds)
         lines.append(
             f"| {t.clients} | {t.per_client:,} | {t.slowest_client_rate:,.0f} "
             f"| {t.total_rate:,.0f} ({rates[0]:,.0f} to {rates[-1]:,.0f}) "
-            f"| {t.lost} | {t.duplicated} | {t.gaps} | {t.reconnects} |"
+            f"| {t.lost} | {t.duplicated} | {t.gaps} | {t.reconnects} "
+            f"| {t.client_cpu * 1e6:.1f} us | {t.node_cpu * 1e6:.1f} us |"
         )
     lines += [
         "",

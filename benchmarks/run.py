@@ -293,12 +293,16 @@ async def measure_throughput(
 
         expected: list[int] = []
         seconds: list[float] = []
+        client_cpu, node_cpu = time.process_time(), process_cpu(node.proc.pid)
         for _ in range(bursts):
             already = len(streams[0].events)
             seqs = await node.ask("burst", BURST_POINT, per_client)
             expected += range(seqs["first"], seqs["last"] + 1)
             ends = await asyncio.gather(*(drain(s) for s in streams))
             seconds.append(max(ends) - streams[0].events[already].timestamp)
+        events = bursts * per_client
+        client_cpu = (time.process_time() - client_cpu) / (events * clients)
+        node_cpu = (process_cpu(node.proc.pid) - node_cpu) / events
         lost = duplicated = 0
         for stream in streams:
             got = [e.seq for e in stream.events]
@@ -312,7 +316,19 @@ async def measure_throughput(
             duplicated=duplicated,
             gaps=sum(len(s.gaps) for s in streams),
             reconnects=sum(s.reconnects for s in streams),
+            client_cpu=client_cpu,
+            node_cpu=node_cpu,
         )
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a process has used so far, from /proc (0.0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _nothing() -> None:
@@ -478,7 +494,8 @@ async def run_all(args: argparse.Namespace) -> report.Results:
             for t in throughput:
                 print(
                     f"throughput: {t.clients} client(s): {t.total_rate:,.0f} events/s, "
-                    f"lost {t.lost}, duplicated {t.duplicated}, gaps {t.gaps}",
+                    f"lost {t.lost}, duplicated {t.duplicated}, gaps {t.gaps}; CPU per event: "
+                    f"client {t.client_cpu * 1e6:.1f} us, node {t.node_cpu * 1e6:.1f} us",
                     flush=True,
                 )
     finally:
