@@ -46,14 +46,19 @@ README_END = "<!-- end of benchmarks -->"
 MIN_ONE_CLIENT_RATE = 100_000
 MIN_ALL_CLIENTS_RATE = 100_000
 BOOTSTRAP = 2_000
-#: The fan-out of one hit is measured with this many readers subscribed.
+#: The fan-out of one hit is measured with this many readers waiting for it.
 SUBSCRIBERS = (1, 10, 100)
 DISABLED = "disabled point"
+ENABLED = "enabled, no reader"
 REFERENCE = "reference: `name in dict`"
 
 
 def subscribers_label(n: int) -> str:
-    return f"enabled, {n} subscriber{'s' if n > 1 else ''}"
+    return f"enabled, {n} reader{'s' if n > 1 else ''} waiting: the hit"
+
+
+def readers_work_label(n: int) -> str:
+    return f"enabled, {n} reader{'s' if n > 1 else ''} waiting: the loop's work after it"
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -191,7 +196,7 @@ class Results:
                 many.total_rate >= MIN_ALL_CLIENTS_RATE and many.intact,
             ),
             Target(
-                f"a hit with {SUBSCRIBERS[-1]} subscribers at most 2x the cost with 1",
+                f"a hit with {SUBSCRIBERS[-1]} readers waiting at most 2x the cost with 1",
                 f"{fan_out:.2f}x",
                 fan_out <= 2,
             ),
@@ -324,17 +329,26 @@ NOTES = (
     "(3.7x -> 2.5x a bare `name in dict`).",
     "What is left between the stream and the floor is the node's as much as the "
     "client's. A bare asyncio reader of the same stream (raw socket, no HTTP client, "
-    "no parse, returns on the first byte of the event) got 1.2x to 1.5x the floor's p50 "
-    "in four runs on 2026-12-02; the same reader decoding the chunked body, the SSE and "
-    "the event with the client's code got 1.6x to 1.7x. So the stream's 1.5x target "
-    "cannot be met from the client: it needs the node's side (frames written straight "
-    "rather than through aiohttp-sse's writer: the server rewrite of issue 11) as well as "
-    "the client's. On the client, aiohttp's receive path and the loop turn to the reader "
-    "task come first, then decode, parse and delivery (about 65 us cold), then the loop "
-    "turn that wakes the waiting task (about 30 us).",
-    "A hit's cost grows with the node's readers because `EventLog.publish` offers each "
-    "record to every subscription at the hit (0.15 us per reader): the shared numbered "
-    "log that readers follow with cursors (issue 11) is what makes it flat.",
+    "no parse, returns on the first byte of the event) got 1.4x to 1.5x the floor's p50 "
+    "in five runs on 2026-12-02 (before and after issue 11's server); the same reader "
+    "decoding the chunked body, the SSE and the event with the client's code, 1.6x to "
+    "1.7x. So the 1.5x target cannot be met from the client alone. On the node (issue "
+    "11's server, first hit after an idle, timed in the node): 0.10 ms from the hit to "
+    "the SSE handler's task running (the rest of the hit's task step, then a loop "
+    "turn), 0.06 ms to take the record and encode its frame, 0.09 ms in aiohttp's "
+    "`StreamResponse.write`; the floor's node only calls `transport.write`. What would "
+    "take most of it off: write the frame at the hit to the readers that wait caught "
+    "up, as the hit already wakes up to four of them itself (not done here). On the "
+    "client, aiohttp's receive path and the loop turn to the reader task come first, "
+    "then decode, parse and delivery (about 65 us cold), then the loop turn that wakes "
+    "the waiting task (about 30 us).",
+    "A hit's cost with readers: before issue 11's shared log, `EventLog.publish` "
+    "offered each record to every subscription at the hit, 1.65 us with 1 subscriber, "
+    "3.0 with 10, 16.7 with 100 (10x; timeit, readers not waiting). Readers now follow "
+    "one numbered log with cursors: the hit wakes up to four waiting readers itself and "
+    "more by one loop callback, so it stays flat; the per-reader work moved to the "
+    "readers' own turns (the rows 'the loop's work after it'), which is where it has to "
+    "be paid, once per reader, as each writes its frame.",
     "The log source: of its 0.8-0.9 ms, the node writes the line a callback after the "
     "push, and on the client parsing the line's date (`time.strptime`) takes 157 us on "
     "the first line after an idle (20 us warm): caching the parse of the line's second "
@@ -419,11 +433,15 @@ def markdown(results: Results) -> str:
         "",
         "## Cost of a point per call",
         "",
-        "`injector.inject(name, fn)` in one process, timeit-style (best of 30 x 5,000 calls, "
-        "the cases taking turns), wired as a FakeNode wires it: its event log listens and "
-        "is full, so each hit also drops the oldest record. Subscribers are event-log "
-        "subscriptions, what an SSE client holds: the rows with 1, 10 and 100 of them are "
-        "the cost of one hit as the node's readers grow.",
+        "`injector.inject(name, fn)` in one process, wired as a FakeNode wires it: its "
+        "event log listens and is full, so each hit also drops the oldest record. The "
+        "disabled point, the enabled one with no reader and the reference are timeit-style "
+        "(best of 30 x 5,000 calls, the cases taking turns). The rows with readers are "
+        "a hit with 1, 10 and 100 readers waiting for it, each a task awaiting "
+        "`subscription.next_batch()` as the SSE handler does: every hit is timed alone "
+        "after all readers parked again (median of 2,000, the clock's own cost taken "
+        "off, so it is dearer than a hit in a tight loop), then the loop's work until "
+        "every reader has taken the record and waits again.",
         "",
         "| point | ns per call |",
         "|---|---:|",
@@ -504,13 +522,13 @@ def readme_section(results: Results) -> list[str]:
     for way, label in LABELS.items():
         samples = results.latency[way]
         lines.append(f"| {label} | {_ms(pct(samples, 50))} | {_ms(pct(samples, 99))} |")
-    hit = " / ".join(f"{costs[subscribers_label(n)] / 1e3:.2f}" for n in SUBSCRIBERS)
+    hit = " / ".join(f"{costs[subscribers_label(n)] / 1e3:.1f}" for n in SUBSCRIBERS)
     lines += [
         "",
         f"One client parsed {one.total_rate:,.0f} events/s and {many.clients} clients "
         f"{many.total_rate:,.0f} in all ({many.lost} lost). A disabled point cost "
         f"{costs[DISABLED]:.0f} ns a call (a bare `name in dict` {costs[REFERENCE]:.0f} ns); "
-        f"an enabled hit {hit} us with {' / '.join(map(str, SUBSCRIBERS))} subscribers.",
+        f"an enabled hit {hit} us with {' / '.join(map(str, SUBSCRIBERS))} readers waiting.",
         "",
         "| target | measured | result |",
         "|---|---:|---|",

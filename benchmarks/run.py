@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -339,44 +340,81 @@ def measure_call_costs(number: int = 5_000, repeat: int = 30) -> dict[str, float
     """Nanoseconds per call of a `lambda` point, timeit-style, in this process.
 
     The injector is wired as a FakeNode wires it (its event log listens), with a full
-    log (each hit also drops the oldest record); subscribers are event-log
-    subscriptions, emptied between repeats so none overflows into the cheap path. The
-    cases take turns, repeat by repeat, so drift in the machine's speed hits them alike."""
+    log (each hit also drops the oldest record). The cases take turns, repeat by
+    repeat, so drift in the machine's speed hits them alike."""
     timers: dict[str, timeit.Timer] = {}
-    checks: list[Any] = []
-    for label, enabled, subscribers in (
-        (report.DISABLED, False, 0),
-        ("enabled, 0 subscribers", True, 0),
-        *((report.subscribers_label(n), True, n) for n in report.SUBSCRIBERS),
-    ):
+    for label, enabled in ((report.DISABLED, False), (report.ENABLED, True)):
         injector = Injector()
         event_log = EventLog("bench")
         injector.add_listener(event_log.publish)
-        subscriptions = [event_log.subscribe() for _ in range(subscribers)]
-        checks += subscriptions
-
-        def empty(subscriptions: list[Any] = subscriptions) -> None:
-            for subscription in subscriptions:  # readers hold cursors: move them to the end
-                subscription.cursor = subscription._log.last_seq + 1
-
         if enabled:
             injector.enable("point")
-            for i in range(event_log.capacity):
+            for _ in range(event_log.capacity):
                 injector.inject("point", _nothing)
-                if i % 1000 == 0:
-                    empty()
         timers[label] = timeit.Timer(
-            "inject('point', fn)",
-            setup="empty()",
-            globals={"inject": injector.inject, "fn": _nothing, "empty": empty},
+            "inject('point', fn)", globals={"inject": injector.inject, "fn": _nothing}
         )
     timers[report.REFERENCE] = timeit.Timer("'point' in enabled", globals={"enabled": {}})
     best = dict.fromkeys(timers, float("inf"))
     for _ in range(repeat):
         for label, timer in timers.items():
             best[label] = min(best[label], timer.timeit(number) / number * 1e9)
-    assert not any(s.overflow for s in checks), "a subscriber overflowed"
     return best
+
+
+async def measure_fan_out(hits: int = 2_000) -> dict[str, float]:
+    """A hit's cost with 1, 10 and 100 readers waiting for it, and the loop's work after.
+
+    Each reader is a task doing what the SSE handler does, `await
+    subscription.next_batch()` in a loop (writing nothing). Before every hit all
+    readers are parked again, as a node's idle SSE clients are; the hit is timed
+    alone (median, the clock's own cost taken off), then the turns of the loop until
+    every reader has taken the record and parked again: the work the readers' number
+    does grow, outside the hit."""
+    results: dict[str, float] = {}
+    clock = time.perf_counter_ns
+    overhead = statistics.median(-clock() + clock() for _ in range(10_000))
+    gc.disable()
+    try:
+        for readers in report.SUBSCRIBERS:
+            injector = Injector()
+            event_log = EventLog("bench")
+            injector.add_listener(event_log.publish)
+            injector.enable("point")
+            for _ in range(event_log.capacity):  # full: each hit also drops the oldest
+                injector.inject("point", _nothing)
+            subscriptions = [event_log.subscribe() for _ in range(readers)]
+
+            async def read(subscription: Any) -> None:
+                while await subscription.next_batch():
+                    pass
+
+            tasks = [asyncio.create_task(read(s)) for s in subscriptions]
+            hit_ns: list[float] = []
+            after_ns: list[float] = []
+            try:
+                for _ in range(hits):
+                    # Turns of the loop are what is measured here: no event to wait on.
+                    # `_waiters`, read only: the readers parked for the next event.
+                    while len(event_log._waiters) < readers:  # noqa: ASYNC110
+                        await asyncio.sleep(0)
+                    waiting = event_log._waiters
+                    start = clock()
+                    injector.inject("point", _nothing)
+                    hit = clock()
+                    while len(event_log._waiters) < readers or event_log._waiters is waiting:  # noqa: ASYNC110
+                        await asyncio.sleep(0)
+                    hit_ns.append(hit - start - overhead)
+                    after_ns.append(clock() - hit)
+            finally:
+                event_log.close()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            assert not any(s.overflow for s in subscriptions), "a reader fell behind"
+            results[report.subscribers_label(readers)] = statistics.median(hit_ns)
+            results[report.readers_work_label(readers)] = statistics.median(after_ns)
+    finally:
+        gc.enable()
+    return results
 
 
 def run_suite(suite: report.SuiteRun) -> None:
@@ -463,7 +501,7 @@ async def run_all(args: argparse.Namespace) -> report.Results:
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load']}", flush=True)
     parts = set(args.parts)
-    costs = measure_call_costs() if "costs" in parts else {}
+    costs = {**measure_call_costs(), **await measure_fan_out()} if "costs" in parts else {}
     if costs:
         print("cost per call (ns):", {k: round(v, 1) for k, v in costs.items()}, flush=True)
     node = await NodeProcess.start()
