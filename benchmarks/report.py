@@ -437,11 +437,13 @@ def markdown(results: Results) -> str:
         "event log listens and is full, so each hit also drops the oldest record. The "
         "disabled point, the enabled one with no reader and the reference are timeit-style "
         "(best of 30 x 5,000 calls, the cases taking turns). The rows with readers are "
-        "a hit with 1, 10 and 100 readers waiting for it, each a task awaiting "
-        "`subscription.next_batch()` as the SSE handler does: every hit is timed alone "
-        "after all readers parked again (median of 2,000, the clock's own cost taken "
-        "off, so it is dearer than a hit in a tight loop), then the loop's work until "
-        "every reader has taken the record and waits again.",
+        "a hit with 1, 10 and 100 readers waiting for it in `subscription.next_batch()`, "
+        "as the SSE handler waits: before every hit 100 readers are parked, that many on "
+        "the node's log and the rest on an unrelated log, so each case touches the same "
+        "memory before its hit (a hit timed alone after that is dearer than one in a tight "
+        "loop); median of 3,000, the clock's own cost taken off, the cases taking turns. "
+        "Then, with real reader tasks, the loop's work from a hit until every reader has "
+        "taken the record and waits again: the work that grows with the readers.",
         "",
         "| point | ns per call |",
         "|---|---:|",

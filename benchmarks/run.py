@@ -362,58 +362,84 @@ def measure_call_costs(number: int = 5_000, repeat: int = 30) -> dict[str, float
     return best
 
 
-async def measure_fan_out(hits: int = 2_000) -> dict[str, float]:
-    """A hit's cost with 1, 10 and 100 readers waiting for it, and the loop's work after.
+async def measure_fan_out(hits: int = 3_000) -> dict[str, float]:
+    """A hit's cost with 1, 10 and 100 readers waiting for it, and the readers' work after.
 
-    Each reader is a task doing what the SSE handler does, `await
-    subscription.next_batch()` in a loop (writing nothing). Before every hit all
-    readers are parked again, as a node's idle SSE clients are; the hit is timed
-    alone (median, the clock's own cost taken off), then the turns of the loop until
-    every reader has taken the record and parked again: the work the readers' number
-    does grow, outside the hit."""
+    A reader waits as the SSE handler does, in `subscription.next_batch()`. For the
+    hit alone, before every hit 100 readers' `next_batch()` are stepped by hand until
+    they park: N on the node's log, the others on an unrelated log, so every case
+    touches the same memory before its hit and differs only in the readers the hit
+    finds waiting; nothing else runs in between. Each hit is timed alone (median, the
+    clock's own cost taken off), the cases taking turns. Then, with real reader tasks,
+    the loop's work from a hit until every reader has taken the record and waits
+    again: the work that does grow with the readers, outside the hit."""
     results: dict[str, float] = {}
     clock = time.perf_counter_ns
     overhead = statistics.median(-clock() + clock() for _ in range(10_000))
+    most = max(report.SUBSCRIBERS)
+    elsewhere = EventLog("elsewhere")
+    cases = []
+    for readers in report.SUBSCRIBERS:
+        injector = Injector()
+        event_log = EventLog("bench")
+        injector.add_listener(event_log.publish)
+        injector.enable("point")
+        for _ in range(event_log.capacity):  # full: each hit also drops the oldest
+            injector.inject("point", _nothing)
+        subscriptions = [event_log.subscribe() for _ in range(readers)]
+        others = [elsewhere.subscribe() for _ in range(most - readers)]
+        cases.append((readers, injector, event_log, subscriptions, others, []))
     gc.disable()
     try:
-        for readers in report.SUBSCRIBERS:
-            injector = Injector()
-            event_log = EventLog("bench")
-            injector.add_listener(event_log.publish)
-            injector.enable("point")
-            for _ in range(event_log.capacity):  # full: each hit also drops the oldest
+        for _ in range(hits):
+            for _readers, injector, _log, subscriptions, others, hit_ns in cases:
+                parked = []
+                for subscription in subscriptions + others:
+                    while True:  # take what is new, then wait: the waiter is what it yields
+                        waiting = subscription.next_batch()
+                        try:
+                            waiting.send(None)
+                        except StopIteration:
+                            continue
+                        parked.append(waiting)
+                        break
+                start = clock()
                 injector.inject("point", _nothing)
-            subscriptions = [event_log.subscribe() for _ in range(readers)]
+                hit_ns.append(clock() - start - overhead)
+                for waiting in parked:
+                    waiting.close()
+                await asyncio.sleep(0)  # the wake callback of many readers runs
+        for readers, injector, event_log, subscriptions, _others, hit_ns in cases:
+            results[report.subscribers_label(readers)] = statistics.median(hit_ns)
 
             async def read(subscription: Any) -> None:
                 while await subscription.next_batch():
                     pass
 
             tasks = [asyncio.create_task(read(s)) for s in subscriptions]
-            hit_ns: list[float] = []
             after_ns: list[float] = []
             try:
-                for _ in range(hits):
+                for _ in range(hits // 10):
                     # Turns of the loop are what is measured here: no event to wait on.
                     # `_waiters`, read only: the readers parked for the next event.
                     while len(event_log._waiters) < readers:  # noqa: ASYNC110
                         await asyncio.sleep(0)
-                    waiting = event_log._waiters
-                    start = clock()
-                    injector.inject("point", _nothing)
+                    waiting_now = event_log._waiters
                     hit = clock()
-                    while len(event_log._waiters) < readers or event_log._waiters is waiting:  # noqa: ASYNC110
+                    injector.inject("point", _nothing)
+                    while (  # noqa: ASYNC110
+                        len(event_log._waiters) < readers or event_log._waiters is waiting_now
+                    ):
                         await asyncio.sleep(0)
-                    hit_ns.append(hit - start - overhead)
                     after_ns.append(clock() - hit)
             finally:
                 event_log.close()
                 await asyncio.gather(*tasks, return_exceptions=True)
             assert not any(s.overflow for s in subscriptions), "a reader fell behind"
-            results[report.subscribers_label(readers)] = statistics.median(hit_ns)
             results[report.readers_work_label(readers)] = statistics.median(after_ns)
     finally:
         gc.enable()
+        elsewhere.close()
     return results
 
 
