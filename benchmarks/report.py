@@ -349,6 +349,15 @@ NOTES = (
     "more by one loop callback, so it stays flat; the per-reader work moved to the "
     "readers' own turns (the rows 'the loop's work after it'), which is where it has to "
     "be paid, once per reader, as each writes its frame.",
+    "Events per second move with the machine more than any other figure here: on "
+    "2026-12-02, runs minutes apart with the same code gave one client 83,000 to "
+    "100,000 events/s and 50 clients 84,000 to 113,000 (and 126,000 / 109,000 at "
+    "16:30, before issue 11's server was merged in). Both processes spend 8 to 11 us of "
+    "CPU per event, so the rate needs a core each. About a quarter of the client's CPU "
+    "is the garbage collector's full passes over the events the streams keep (0.54 s "
+    "of 2.1 s in one run of both cases: each kept event is one object it walks, again "
+    "at every 25 % growth of the heap); no library-level setting changes that without "
+    "touching the collector of the test's whole process.",
     "The log source: of its 0.8-0.9 ms, the node writes the line a callback after the "
     "push, and on the client parsing the line's date (`time.strptime`) takes 157 us on "
     "the first line after an idle (20 us warm): caching the parse of the line's second "
