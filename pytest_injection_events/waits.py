@@ -72,7 +72,10 @@ class WaitEngine:
         self.max_events = max_events
         self.events: list[InjectionEvent] = []
         self.gaps: list[InjectionEvent] = []
-        self._origin: list[tuple[str, int]] = []  # (node key, life) of each kept event
+        # The node key and life of each kept event: two lists, not a tuple per event,
+        # so a delivery makes no object for the garbage collector but the event.
+        self._keys: list[str] = []
+        self._lives: list[int] = []
         self._base = 0
         self._unread: dict[str | None, deque[int]] = {}
         self.waits: list[Wait] = []
@@ -83,7 +86,7 @@ class WaitEngine:
         return self._base + len(self.events)
 
     def origin(self, number: int) -> tuple[str, int]:
-        return self._origin[number - self._base]
+        return self._keys[number - self._base], self._lives[number - self._base]
 
     def event(self, number: int) -> InjectionEvent:
         return self.events[number - self._base]
@@ -96,7 +99,8 @@ class WaitEngine:
         events = self.events
         number = self._base + len(events)
         events.append(event)
-        self._origin.append((key, life))
+        self._keys.append(key)
+        self._lives.append(life)
         for callback in self.on_event:
             callback(event)
         if event.phase == GAP:
@@ -127,7 +131,7 @@ class WaitEngine:
 
     def _trim(self) -> None:
         drop = len(self.events) - self.max_events
-        del self.events[:drop], self._origin[:drop]
+        del self.events[:drop], self._keys[:drop], self._lives[:drop]
         self._base += drop
         for unread in self._unread.values():
             while unread and unread[0] < self._base:
