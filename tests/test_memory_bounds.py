@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import aiohttp
 import pytest
@@ -56,13 +57,11 @@ def enable(conn: http.client.HTTPConnection, name: str, parameters: dict[str, st
     assert response.status == 200
 
 
-def test_large_parameters_do_not_pile_up_in_events() -> None:
-    """Re-enabling an injection with ~1 MiB parameters, over and over: each event used to
-    keep its own copy (1,000 enables grew a node by 1 GiB). Now an event says
-    `parameters_truncated` and the node keeps only the injection's current value."""
-    enables = 64
+def growth_of_big_enables(enables: int, timeout: float) -> tuple[int, Any]:
+    """The node's RSS growth over `enables` re-enables with ~1 MiB parameters, and the
+    injection's state (GET) after them."""
     with node_process() as node:
-        conn = http.client.HTTPConnection(node.host, node.port, timeout=10)
+        conn = http.client.HTTPConnection(node.host, node.port, timeout=timeout)
         try:
             enable(conn, "big", {"p": "0" * (MIB - 16)})
             before = settled_rss(node)
@@ -70,9 +69,17 @@ def test_large_parameters_do_not_pile_up_in_events() -> None:
                 enable(conn, "big", {"p": str(i % 10) * (MIB - 16)})
             grown = settled_rss(node) - before
             conn.request("GET", f"{API}/injection/big")
-            state = json.loads(conn.getresponse().read())
+            return grown, json.loads(conn.getresponse().read())
         finally:
             conn.close()
+
+
+def test_large_parameters_do_not_pile_up_in_events() -> None:
+    """Re-enabling an injection with ~1 MiB parameters, over and over: each event used to
+    keep its own copy (1,000 enables grew a node by 1 GiB). Now an event says
+    `parameters_truncated` and the node keeps only the injection's current value."""
+    enables = 64
+    grown, state = growth_of_big_enables(enables, timeout=10)
     assert state[0]["parameters"] == [{"key": "p", "value": str((enables - 1) % 10) * (MIB - 16)}]
     print(
         f"\nmemory figures: {enables} enables of 1 MiB parameters grew the node "
@@ -241,17 +248,7 @@ FULL_SCALE = pytest.mark.skipif(
 
 @FULL_SCALE
 def test_full_scale_1000_enables_of_1_mib() -> None:
-    enables = 1_000
-    with node_process() as node:
-        conn = http.client.HTTPConnection(node.host, node.port, timeout=30)
-        try:
-            enable(conn, "big", {"p": "0" * (MIB - 16)})
-            before = settled_rss(node)
-            for i in range(enables):
-                enable(conn, "big", {"p": str(i % 10) * (MIB - 16)})
-            grown = settled_rss(node) - before
-        finally:
-            conn.close()
+    grown, _ = growth_of_big_enables(1_000, timeout=30)
     print(f"\nmemory figures: 1,000 enables of 1 MiB grew the node {grown / MIB:.1f} MiB")
     assert grown < 512 * MIB
 
