@@ -24,7 +24,7 @@ from .errors import StreamConnectError
 from .events import DISABLE, ENABLE, ENTER, RESUME, InjectionEvent
 from .injector import HANDLER, WAIT_FOR_MESSAGE
 from .protocol import LOG_LOGGER, parse_framework_message, parse_log_line
-from .source import NodeSource, StreamHost
+from .source import NodeSource, StreamHost, stop_task
 
 #: Where inotify is missing, the file is checked this often.
 POLL_PERIOD = 0.01
@@ -216,6 +216,5 @@ class LogSource(NodeSource):
             self._watch.close()
             self._watch = None
         if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+            await stop_task(self._poller)
             self._poller = None

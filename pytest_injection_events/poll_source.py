@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from .client import InjectionApi
 from .events import ENTER, InjectionEvent
-from .source import NodeSource, StreamHost
+from .source import NodeSource, StreamHost, stop_task
 
 #: Polling period: first, factor, cap (ScyllaDB's own backoff starts at 0.1 s).
 POLL_FIRST, POLL_FACTOR, POLL_CAP = 0.01, 1.5, 0.25
@@ -105,5 +105,4 @@ class PollSource(NodeSource):
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)

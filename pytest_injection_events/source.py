@@ -8,7 +8,9 @@ Three kinds exist: `stream_source` (SSE), `log_source` (the node's log file),
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Protocol
 
 import aiohttp
@@ -16,6 +18,8 @@ import aiohttp
 from .errors import NotAnInjectionNode, StreamConnectError
 from .events import InjectionEvent
 from .protocol import PREFIX, auth_headers
+
+_log = logging.getLogger("pytest_injection_events.client")
 
 
 class StreamHost(Protocol):
@@ -77,6 +81,20 @@ class NodeSource:
 
     def describe(self) -> str:
         return self.kind
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a source's reader task and wait until it is over.
+
+    Cancelled again until it ends: on Python 3.10 and 3.11, `asyncio.wait_for` returns
+    its inner result instead of raising when the cancellation and that result arrive
+    together (python/cpython#86296), and the task would read on with a cancellation
+    already spent, holding the stream's close (and the test) forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        _log.debug("a source's task ended with %r", task.exception())
 
 
 async def check_injection_node(host: StreamHost, url: str) -> None:

@@ -17,7 +17,7 @@ import aiohttp
 from .errors import InjectionEventsError, StreamConnectError
 from .events import GAP, GAP_SLOW_CLIENT, InjectionEvent
 from .protocol import BOOT_HEADER, EVENTS_PATH, LAST_SEQ_HEADER, NODE_HEADER, auth_headers
-from .source import NodeSource, StreamHost
+from .source import NodeSource, StreamHost, stop_task
 from .sse import SSEDecoder
 
 #: Reconnect at once, then back off to this many seconds between attempts.
@@ -264,8 +264,7 @@ class StreamSource(NodeSource):
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)
         if self._response is not None:
             self._response.release()
             self._response = None

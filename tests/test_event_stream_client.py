@@ -787,3 +787,28 @@ async def test_an_event_arriving_as_its_wait_is_cancelled_goes_to_the_next_wait(
         with pytest.raises(asyncio.CancelledError):
             await waiter
         assert (await stream.wait_for_injection("p", timeout=1)).seq == 99
+
+
+@pytest.mark.asyncio
+async def test_a_source_task_that_swallows_a_cancellation_still_stops() -> None:
+    """On 3.10 and 3.11 `asyncio.wait_for` can swallow a cancellation that arrives with its
+    result, and a reader task cancelled once would read on: closing a stream then hung a
+    test. Stopping a source's task cancels until it is over."""
+    from pytest_injection_events.source import stop_task
+
+    swallowed = 0
+
+    async def reads_on_after_a_spent_cancellation() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed == 3:
+                    raise
+
+    task = asyncio.create_task(reads_on_after_a_spent_cancellation())
+    await asyncio.sleep(0)  # it is waiting
+    await asyncio.wait_for(stop_task(task), 5)
+    assert task.cancelled() and swallowed == 3
