@@ -90,7 +90,11 @@ class ScyllaLogFile:
                             matches.append((text, match))
                             compiled.remove(pattern)
 
-            await asyncio.wait_for(tail(), timeout)
+            try:
+                await asyncio.wait_for(tail(), timeout)
+            except asyncio.TimeoutError:  # the builtin one from 3.11 on only
+                unmatched = ", ".join(repr(p.pattern) for p in compiled)
+                raise TimeoutError(f"{unmatched} not in {self.file} within {timeout}s") from None
             return await self._io(log.tell), matches
 
     async def _lines(self, from_mark: int | None) -> list[str]:
