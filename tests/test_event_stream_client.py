@@ -812,3 +812,17 @@ async def test_a_source_task_that_swallows_a_cancellation_still_stops() -> None:
     await asyncio.sleep(0)  # it is waiting
     await asyncio.wait_for(stop_task(task), 5)
     assert task.cancelled() and swallowed == 3
+
+
+@pytest.mark.asyncio
+async def test_events_kept_are_bounded_and_waits_still_work(node: FakeNode) -> None:
+    async with InjectionEventStream(node.url, max_events=10) as stream:
+        enable(node, "p")
+        hit(node, "p", 30)
+        last = await stream.wait_for_injection("p", count=30, consume=False, timeout=5)
+        assert last.seq == 31 and len(stream.events) <= 11  # trimmed past 10 % over
+        assert stream.events[-1] == last
+        # What is kept and not consumed is still there to take, oldest first.
+        first_kept = min(e.seq for e in stream.events if e.phase == "enter")
+        assert (await stream.wait_for_injection("p", timeout=5)).seq == first_kept
+        assert (await stream.wait_for_injection("p", timeout=5)).seq == first_kept + 1
