@@ -376,6 +376,11 @@ class InjectionEventStream:
         Raises TimeoutError."""
         return await self._home.run(self._watch(predicate, timeout, start))
 
+    def wait_for_event_sync(
+        self, predicate: Callable[[InjectionEvent], bool], timeout: float = 30.0, *, start: int = 0
+    ) -> int:
+        return self._home.block(self._watch(predicate, timeout, start), "wait_for_event")
+
     async def _watch(
         self, predicate: Callable[[InjectionEvent], bool], timeout: float, start: int
     ) -> int:

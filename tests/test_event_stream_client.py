@@ -826,3 +826,19 @@ async def test_events_kept_are_bounded_and_waits_still_work(node: FakeNode) -> N
         first_kept = min(e.seq for e in stream.events if e.phase == "enter")
         assert (await stream.wait_for_injection("p", timeout=5)).seq == first_kept
         assert (await stream.wait_for_injection("p", timeout=5)).seq == first_kept + 1
+
+
+def test_every_awaitable_of_the_stream_has_a_sync_twin() -> None:
+    public = [n for n in dir(InjectionEventStream) if not n.startswith("_")]
+    awaitables = [
+        n for n in public if asyncio.iscoroutinefunction(getattr(InjectionEventStream, n))
+    ]
+    assert awaitables and all(f"{n}_sync" in public for n in awaitables), awaitables
+
+
+def test_wait_for_event_from_sync_code(node: FakeNode) -> None:
+    with injection_event_stream(node.url) as stream:
+        enable(node, "p")
+        hit(node, "p")
+        index = stream.wait_for_event_sync(lambda e: e.phase == "enter", timeout=5)
+        assert stream.events[index].injection == "p"
