@@ -285,14 +285,9 @@ class _Walk:
             if isinstance(holder, c.Expr) and holder.value is parent:
                 site.stmt_line, site.block = self._statement(parents[:-2])
             elif isinstance(holder, c.Assign) and holder.value is parent:
-                site.assign, site.assign_end = holder, self.end(holder)
                 site.stmt_line, site.block = self._statement(parents[:-2])
-                for t in holder.targets:
-                    names = self._target_names(t.target)
-                    if names is None:
-                        site.reason = R_TARGETS
-                        return
-                    site.targets.extend(names)
+                if not self._assigned(site, holder):
+                    return
             else:
                 site.reason = R_RESULT_USED
                 return
@@ -300,14 +295,8 @@ class _Walk:
             site.usage = "gather"
         elif isinstance(parent, c.Expr) or (isinstance(parent, c.Assign) and parent.value is call):
             site.usage = "sync"
-            if isinstance(parent, c.Assign):
-                site.assign, site.assign_end = parent, self.end(parent)
-                for t in parent.targets:
-                    names = self._target_names(t.target)
-                    if names is None:
-                        site.reason = R_TARGETS
-                        return
-                    site.targets.extend(names)
+            if isinstance(parent, c.Assign) and not self._assigned(site, parent):
+                return
             site.stmt_line, site.block = self._statement(parents[:-1])
         else:
             site.reason = R_NOT_AWAITED
@@ -358,6 +347,18 @@ class _Walk:
                 names.extend(sub)
             return names
         return None
+
+    def _assigned(self, site: _Site, assign: Any) -> bool:
+        """Note the assignment a wait's result goes to; False (with the reason) when its
+        targets are not plain names."""
+        site.assign, site.assign_end = assign, self.end(assign)
+        for target in assign.targets:
+            names = self._target_names(target.target)
+            if names is None:
+                site.reason = R_TARGETS
+                return False
+            site.targets.extend(names)
+        return True
 
     def _check_args(self, site: _Site) -> None:
         """The pattern, from_mark and timeout of the call (both of ScyllaDB's signatures)."""
