@@ -12,10 +12,9 @@ import json
 import logging
 import time
 
-import aiohttp
-
 from .errors import InjectionEventsError, StreamConnectError
 from .events import GAP, GAP_SLOW_CLIENT, InjectionEvent
+from .http_stream import HttpStream, open_http_stream
 from .protocol import BOOT_HEADER, EVENTS_PATH, LAST_SEQ_HEADER, NODE_HEADER, auth_headers
 from .source import NodeSource, StreamHost, stop_task
 from .sse import SSEDecoder
@@ -89,7 +88,7 @@ class StreamSource(NodeSource):
         self._held_gap: InjectionEvent | None = None
         #: Every phase: `phase=all`; a node from before it existed sends them all unasked.
         self._all_phases = [("phase", "all")]
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: HttpStream | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, history: bool) -> None:
@@ -108,35 +107,33 @@ class StreamSource(NodeSource):
         params.append(("heartbeat", f"{min(HEARTBEAT, host.read_timeout / 4):g}"))
         return params
 
-    async def _get(
-        self, params: list[tuple[str, str]], headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
+    async def _get(self, params: list[tuple[str, str]], headers: dict[str, str]) -> HttpStream:
         host = self.host
         headers = {"Accept": "text/event-stream", **auth_headers(host.token), **headers}
         try:
             # Bounded up to the headers: a stopped or wedged node accepts and never answers.
-            response = await asyncio.wait_for(
-                host.session.get(
-                    self.url + EVENTS_PATH,
-                    params=params,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, connect=host.connect_timeout, sock_read=host.read_timeout
-                    ),
-                ),
-                host.connect_timeout,
+            response = await open_http_stream(
+                self.url + EVENTS_PATH,
+                params,
+                headers,
+                connect_timeout=host.connect_timeout,
+                read_timeout=host.read_timeout,
             )
         except asyncio.TimeoutError as exc:
             raise StreamConnectError(
                 f"cannot open the event stream of {self.url}: no answer within "
                 f"{host.connect_timeout:g}s"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise StreamConnectError(f"cannot open the event stream of {self.url}: {exc}") from exc
         if response.status == 200 and response.content_type == "text/event-stream":
             return response
-        body = await response.text(errors="replace")
-        response.release()
+        try:
+            body = await asyncio.wait_for(response.text(), host.connect_timeout)
+        except (OSError, asyncio.TimeoutError):
+            body = ""
+        finally:
+            response.close()
         if response.status == 404 or response.status == 200:
             raise NoStream()
         if response.status == 400 and ("phase", "all") in params and "'all'" in body:
@@ -150,7 +147,7 @@ class StreamSource(NodeSource):
             f"cannot open the event stream of {self.url}: {response.status} {reason}"
         )
 
-    async def _connect(self, history: bool = False) -> aiohttp.ClientResponse:
+    async def _connect(self, history: bool = False) -> HttpStream:
         headers: dict[str, str] = {}
         params = self._params()
         if self.last_id is not None:
@@ -158,9 +155,9 @@ class StreamSource(NodeSource):
             if self.boot is not None:
                 params.append(("boot", self.boot))
         response = await self._get(params, headers)
-        self.node_id = response.headers.get(NODE_HEADER) or self.node_id
-        last_seq = response.headers.get(LAST_SEQ_HEADER)
-        boot = response.headers.get(BOOT_HEADER)
+        self.node_id = response.headers.get(NODE_HEADER.lower()) or self.node_id
+        last_seq = response.headers.get(LAST_SEQ_HEADER.lower())
+        boot = response.headers.get(BOOT_HEADER.lower())
         if history:
             self._history_until = int(last_seq) if last_seq and last_seq.isdigit() else 0
         if self.last_id is None:
@@ -184,9 +181,9 @@ class StreamSource(NodeSource):
             response = await self._get(self._params(probe=True), {})
         except (StreamConnectError, NoStream):
             return self.life, self.seq
-        last_seq = response.headers.get(LAST_SEQ_HEADER, "")
-        boot = response.headers.get(BOOT_HEADER)
-        response.release()
+        last_seq = response.headers.get(LAST_SEQ_HEADER.lower(), "")
+        boot = response.headers.get(BOOT_HEADER.lower())
+        response.close()
         if not last_seq.isdigit():
             return self.life, self.seq
         # A boot we have not read yet is the next life: our reader meets it on reconnect.
@@ -198,14 +195,14 @@ class StreamSource(NodeSource):
             assert self._response is not None
             try:
                 await self._read(self._response)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (OSError, asyncio.TimeoutError) as exc:
                 _log.debug("stream of %s dropped: %r", self.url, exc)
             finally:
-                self._response.release()
+                self._response.close()
                 self._response = None
             self._response = await self._reconnect()
 
-    async def _reconnect(self) -> aiohttp.ClientResponse:
+    async def _reconnect(self) -> HttpStream:
         self.down_since = self.down_since or time.time()
         attempt = 0
         while True:
@@ -221,15 +218,20 @@ class StreamSource(NodeSource):
             _log.info("event stream of %s resumed after seq %s", self.url, self.last_id)
             return response
 
-    async def _read(self, response: aiohttp.ClientResponse) -> None:
+    async def _read(self, response: HttpStream) -> None:
+        """Events reach the waits from the callback that read them: no loop turn added."""
         decoder = SSEDecoder()
-        content = response.content
+        feed = decoder.feed_fields
         dispatch = self._dispatch
-        while chunk := await content.readany():
-            for data, event_id, _ in decoder.feed_fields(chunk):
+
+        def on_body(chunk: bytes) -> None:
+            for data, event_id, _ in feed(chunk):
                 if event_id is not None:
                     self.last_id = event_id
                 dispatch(data)
+
+        response.read_body(on_body)
+        await response.ended()
 
     def _dispatch(self, data: str) -> None:
         try:
@@ -266,5 +268,5 @@ class StreamSource(NodeSource):
         if task is not None:
             await stop_task(task)
         if self._response is not None:
-            self._response.release()
+            self._response.close()
             self._response = None
