@@ -115,6 +115,16 @@ class HttpStream(asyncio.Protocol):
                 if not data:
                     return
             if self._chunked:
+                if not (self._left or self._buffer or self._need_crlf) and self._on_body:
+                    # The usual read: one whole chunk (one event, or one batch of them).
+                    line_end = data.find(b"\r\n", 0, 12)
+                    if line_end > 0 and data.endswith(b"\r\n"):
+                        size_text = data[:line_end]
+                        if not size_text.strip(b"0123456789abcdefABCDEF"):
+                            size = int(size_text, 16)
+                            if size and line_end + 4 + size == len(data):
+                                self._on_body(data[line_end + 2 : -2])
+                                return
                 self._dechunk(data)
             else:
                 self._take(data)

@@ -166,16 +166,10 @@ class WaitEngine:
         wait.taken.extend(numbers)
         return self.event(numbers[-1]) if len(wait.taken) == wait.count else None
 
-    async def until_done(self, wait: Wait, name: str, timeout: float) -> InjectionEvent:
-        """Await the wait's own future under a timer: a hit reaches the waiting task in
-        one turn of the loop. A wait that expires or is cancelled gives back what it took."""
-        ready = self.take_existing(wait, name)
-        if ready is not None:
-            return ready
-        return await self.until_next(wait, timeout)
-
     async def until_next(self, wait: Wait, timeout: float) -> InjectionEvent:
-        """Wait for events still to come only."""
+        """Await the wait's own future under a timer, for events still to come (after
+        `take_existing`): a hit reaches the waiting task in one turn of the loop. A wait
+        that expires or is cancelled gives back what it took."""
         self.waits.append(wait)
         timer = asyncio.get_running_loop().call_later(timeout, self._expire, wait)
         try:
