@@ -205,7 +205,8 @@ class HttpStream(asyncio.Protocol):
         left = self._left or 0
         if left and not self._buffer:  # the usual read inside a big chunk: no copy
             if len(data) <= left:
-                self._left = left - len(data)
+                self._left = left = left - len(data)
+                self._need_crlf = not left
                 self._give(data)
                 return
         buffer = self._buffer + data if self._buffer else data
