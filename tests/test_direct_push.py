@@ -9,13 +9,22 @@ hit, and what a reader's task does in between is known."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import random
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+import pytest_asyncio
+from aiohttp_sse_client import client as sse_client
 
+from pytest_injection_events import injection_event_stream
 from pytest_injection_events.events import WAKE_AT_ONCE, EventLog, Record, Subscription
+from pytest_injection_events.injector import Injector
+from pytest_injection_events.server import InjectionServer
 
 EVENTS = "/v2/error_injection/events"
 FRAME = re.compile(rb"id: (\d+)\ndata: ([^\n]*)\n\n")
@@ -160,3 +169,274 @@ async def test_a_replaying_reader_is_not_pushed_to_until_caught_up() -> None:
     assert pushes.seqs == [4]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+# -- a real node: raw sockets, our client, aiohttp-sse-client ------------------------
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[tuple[Injector, EventLog, InjectionServer]]:
+    injector = Injector()
+    log = EventLog("node-1")
+    injector.add_listener(log.publish)
+    async with InjectionServer(injector, log, port=0) as server:
+        yield injector, log, server
+
+
+class RawReader:
+    """A bare socket reading the chunked stream, chunk by chunk."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    @classmethod
+    async def open(cls, port: int, query: str, rcvbuf: int | None = None) -> RawReader:
+        sock = socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(
+            sock, f"GET {EVENTS}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        )
+        reader = cls(sock)
+        head = await reader._until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head.lower()
+        return reader
+
+    async def _fill(self) -> None:
+        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.sock, 65536), 5)
+        assert data, "the node closed the stream"
+        self.buffer += data
+
+    async def _until(self, end: bytes) -> bytes:
+        while end not in self.buffer:
+            await self._fill()
+        head, _, self.buffer = self.buffer.partition(end)
+        return head + end
+
+    async def chunk(self) -> bytes:
+        """One whole chunk as sent: size line, data, CRLF."""
+        size_line = await self._until(b"\r\n")
+        size = int(size_line, 16) + 2
+        while len(self.buffer) < size:
+            await self._fill()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        assert data.endswith(b"\r\n")
+        return size_line + data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def chunk_of(frame: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(frame), frame)
+
+
+def data_of(chunk: bytes) -> bytes:
+    return chunk.split(b"\r\n", 1)[1][:-2]
+
+
+def subscription_of(log: EventLog, before: list[Subscription]) -> Subscription:
+    (new,) = [s for s in log._subscriptions if s not in before]
+    return new
+
+
+@pytest.mark.asyncio
+async def test_the_frame_a_hit_pushes_is_the_chunk_the_task_writes(
+    served: tuple[Injector, EventLog, InjectionServer],
+) -> None:
+    """The hit wrote the event (the reader's task was not even woken), byte for byte the
+    chunk a reader's task writes for the same event (here: a replay of it)."""
+    injector, log, server = served
+    injector.enable("p")
+    live = await RawReader.open(server.port, "injection=p")
+    try:
+        assert await live.chunk() == b"c\r\nretry: 1000\n\r\n"
+        (subscription,) = log._subscriptions
+        await parked(subscription)
+        injector.inject("p", nothing)
+        assert subscription.pushes == 1 and subscription.waiting
+        pushed = await live.chunk()
+        assert subscription.waiting  # still in the same wait: its task wrote nothing
+        (record,) = [r for r in log.since(0) if r.data["phase"] == "enter"]
+        assert pushed == chunk_of(record.frame)
+
+        before = list(log._subscriptions)
+        replay = await RawReader.open(server.port, f"injection=p&last_event_id={record.seq - 1}")
+        try:
+            assert data_of(await replay.chunk()) == b"retry: 1000\n"
+            assert await replay.chunk() == pushed
+            assert subscription_of(log, before).pushes == 0
+        finally:
+            replay.close()
+    finally:
+        live.close()
+
+
+class Collector:
+    """The seqs one client received, in order, and a way to wait for one."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.changed = asyncio.Event()
+
+    def add(self, seq: int) -> None:
+        self.seqs.append(seq)
+        self.changed.set()
+
+    async def until(self, seq: int) -> None:
+        while not self.seqs or self.seqs[-1] < seq:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 10)
+
+
+async def read_raw(reader: RawReader, into: Collector) -> None:
+    body = b""
+    while True:
+        body += data_of(await reader.chunk())
+        body = body.removeprefix(b"retry: 1000\n")
+        while (match := FRAME.match(body)) is not None:
+            into.add(int(match[1]))
+            body = body[match.end() :]
+
+
+@pytest.mark.asyncio
+async def test_idle_hits_and_bursts_reach_every_reader_in_order_once(
+    served: tuple[Injector, EventLog, InjectionServer],
+) -> None:
+    """Three clients with different filters (ours, aiohttp-sse-client, a bare socket);
+    single hits while they all wait caught up (pushed) mixed with bursts of up to 60
+    hits in one go (the first pushed, the rest written by each reader's task): each
+    gets exactly its events, in order, none twice."""
+    injector, log, server = served
+    for name in ("a", "b", "c"):
+        injector.enable(name)
+    ours, sse, raw = Collector(), Collector(), Collector()
+    tasks: list[asyncio.Task[Any]] = []
+    async with injection_event_stream(server.url, injections=["a"]) as stream:
+
+        async def read_ours() -> None:
+            async for event in stream:
+                assert event.seq is not None
+                ours.add(event.seq)
+
+        async def read_sse() -> None:
+            async with sse_client.EventSource(
+                server.url + EVENTS,
+                params=[("phase", "all"), ("injection", "a"), ("injection", "b")],
+            ) as source:
+                async for event in source:
+                    sse.add(json.loads(event.data)["seq"])
+
+        tasks.append(asyncio.ensure_future(read_ours()))
+        tasks.append(asyncio.ensure_future(read_sse()))
+        bare = await RawReader.open(server.port, "injection=b&injection=c")
+        tasks.append(asyncio.ensure_future(read_raw(bare, raw)))
+        try:
+            await until(lambda: log.subscriber_count == 3)
+            readers = list(log._subscriptions)
+            rng = random.Random(13)
+            for _ in range(40):
+                await parked(*readers)
+                if rng.random() < 0.6:
+                    injector.inject(rng.choice("abc"), nothing)
+                else:
+                    for _ in range(rng.randint(2, 60)):
+                        injector.inject(rng.choice("abc"), nothing)
+                # The readers caught up: the next single hit finds them waiting.
+                await wait_for_last(log, {"a": ours, "ab": sse, "bc": raw})
+            total_pushes = sum(s.pushes for s in readers)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            bare.close()
+    records = [r.data for r in log.since(0) if r.data["phase"] == "enter"]
+    for wanted, got in (("a", ours), ("ab", sse), ("bc", raw)):
+        assert got.seqs == [d["seq"] for d in records if d["injection"] in wanted], wanted
+    delivered = len(ours.seqs) + len(sse.seqs) + len(raw.seqs)
+    assert 0 < total_pushes < delivered  # both ways were taken
+
+
+async def wait_for_last(log: EventLog, collectors: dict[str, Collector]) -> None:
+    records = [r.data for r in log.since(0) if r.data["phase"] == "enter"]
+    for wanted, collector in collectors.items():
+        seqs = [d["seq"] for d in records if d["injection"] in wanted]
+        if seqs:
+            await collector.until(seqs[-1])
+
+
+@pytest.mark.asyncio
+async def test_a_reader_with_bytes_left_to_send_is_written_by_its_task_and_dropped_if_stalled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reader that stops reading: idle hits are pushed until its socket holds bytes
+    the kernel did not take; from then on the hit leaves every event to the reader's
+    task, which writes under the stall watchdog and is dropped once it stays blocked."""
+    injector = Injector()
+    log = EventLog("node-1", capacity=1_000_000)
+    injector.add_listener(log.publish)
+    injector.enable("p", parameters={"pad": "x" * 4000})
+    async with InjectionServer(injector, log, port=0, stall_timeout=0.2) as server:
+        stalled = await RawReader.open(server.port, "injection=p", rcvbuf=4096)
+        try:
+            (subscription,) = log._subscriptions
+            refused = None
+            for _ in range(10_000):
+                await parked(subscription)
+                pushes = subscription.pushes
+                injector.inject("p", nothing)
+                if subscription.pushes == pushes:
+                    refused = log.last_seq
+                    break
+            assert refused is not None and subscription.pushes > 0
+            pushes = subscription.pushes
+            # Its task took the refused event and writes it: the order holds.
+            await until(lambda: subscription.cursor > refused)
+
+            async def hit_until_dropped() -> None:
+                while log.subscriber_count:
+                    injector.inject("p", nothing)
+                    await asyncio.sleep(0.01)  # the watchdog's time goes by
+
+            with caplog.at_level(logging.INFO, "pytest_injection_events.server"):
+                await asyncio.wait_for(hit_until_dropped(), 10)
+            assert subscription.pushes == pushes and subscription.closed
+            assert "dropping a stalled event stream reader" in caplog.text
+        finally:
+            stalled.close()
+
+
+@pytest.mark.asyncio
+async def test_pings_between_pushed_frames_stay_whole(
+    served: tuple[Injector, EventLog, InjectionServer],
+) -> None:
+    """Heartbeats every 10 ms between pushed events: the body is `retry:`, then whole
+    frames and whole `: ping` lines, each chunk made of whole ones."""
+    injector, log, server = served
+    injector.enable("p")
+    reader = await RawReader.open(server.port, "injection=p&heartbeat=0.01")
+    try:
+        (subscription,) = log._subscriptions
+        chunks = [await reader.chunk()]
+        for _ in range(5):
+            await parked(subscription)
+            injector.inject("p", nothing)
+            pings = 0
+            while pings < 2:  # two heartbeats go by before the next hit
+                chunks.append(await reader.chunk())
+                pings += data_of(chunks[-1]) == PING
+        assert subscription.pushes == 5
+    finally:
+        reader.close()
+    items = re.compile(rb"(?:id: \d+\ndata: [^\n]*\n\n|: ping\n)+")
+    assert data_of(chunks[0]) == b"retry: 1000\n"
+    for chunk in chunks[1:]:
+        assert items.fullmatch(data_of(chunk)), chunk
+    body = b"".join(data_of(c) for c in chunks[1:])
+    assert [int(m[1]) for m in FRAME.finditer(body)] == [
+        r.seq for r in log.since(0) if r.data["phase"] == "enter"
+    ]
