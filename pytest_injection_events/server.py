@@ -29,7 +29,8 @@ from .connections import (
     write_frames,
 )
 from .errors import InjectionEventsError
-from .events import ALL_PHASES, DEFAULT_MAX_PENDING, PHASES, EventLog
+from .event_schema import ALL_PHASES, PHASES
+from .events import DEFAULT_MAX_PENDING, EventLog
 from .injector import Injector
 from .protocol import (
     BOOT_HEADER,

@@ -15,7 +15,7 @@ import time
 import aiohttp
 
 from .errors import InjectionEventsError, StreamConnectError
-from .events import GAP, GAP_SLOW_CLIENT, InjectionEvent
+from .event_schema import GAP, GAP_SLOW_CLIENT, InjectionEvent
 from .protocol import BOOT_HEADER, EVENTS_PATH, LAST_SEQ_HEADER, NODE_HEADER, auth_headers
 from .source import NodeSource, StreamHost, stop_task
 from .sse import SSEDecoder
