@@ -421,14 +421,15 @@ async def measure_fan_out(hits: int = 3_000) -> dict[str, float]:
             try:
                 for _ in range(hits // 10):
                     # Turns of the loop are what is measured here: no event to wait on.
-                    # `_waiters`, read only: the readers parked for the next event.
-                    while len(event_log._waiters) < readers:  # noqa: ASYNC110
+                    # `_waiting`, read only: the readers parked, each caught up, for the
+                    # next event.
+                    while len(event_log._waiting) < readers:  # noqa: ASYNC110
                         await asyncio.sleep(0)
-                    waiting_now = event_log._waiters
                     hit = clock()
                     injector.inject("point", _nothing)
-                    while (  # noqa: ASYNC110
-                        len(event_log._waiters) < readers or event_log._waiters is waiting_now
+                    last = event_log.last_seq
+                    while len(event_log._waiting) < readers or any(  # noqa: ASYNC110
+                        s.cursor <= last for s in subscriptions
                     ):
                         await asyncio.sleep(0)
                     after_ns.append(clock() - hit)

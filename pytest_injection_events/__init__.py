@@ -18,7 +18,8 @@ from .client import (
     resolve_node,
 )
 from .errors import InjectionEventsError, NotAnInjectionNode, UnsupportedWait
-from .events import EventLog, InjectionEvent
+from .event_schema import InjectionEvent
+from .events import EventLog
 from .injector import (
     BreakpointTimeout,
     InjectedError,

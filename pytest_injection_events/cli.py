@@ -12,7 +12,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .events import DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, PHASES
+from .event_schema import PHASES
+from .events import DEFAULT_CAPACITY, DEFAULT_MAX_BYTES
 from .node import FakeCluster
 from .protocol import DEFAULT_PORT, TOKEN_ENV
 from .stream import format_event, injection_event_stream

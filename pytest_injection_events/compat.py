@@ -10,6 +10,11 @@ a test in tests/test_compat.py that fails if an aiohttp release changes it:
 2. That handler is built directly, `RequestHandler(server, loop=..., **options)`,
    as `web.Server.__call__` does, instead of swapping the class of the handler
    aiohttp built: the signature is the dependency.
+3. `direct_chunk_writer` writes whole HTTP chunks of a prepared response straight to
+   its transport, between the response's own writes (the event stream's push at a hit,
+   docs/design.md). It relies on aiohttp's `StreamWriter` writing each `write()` as one
+   chunk to the transport at once, keeping nothing back (no compression, headers sent),
+   and counting the body in `output_size`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler
 
 _log = logging.getLogger("pytest_injection_events.server")
@@ -63,3 +70,40 @@ def request_handler_factory(
         return JsonErrorRequestHandler(server, loop=loop, **options)
 
     return make
+
+
+def direct_chunk_writer(
+    request: web.Request, writer: AbstractStreamWriter | None
+) -> Callable[[bytes], bool] | None:
+    """A function that writes one chunk of `writer`'s chunked body (what the response's
+    `prepare()` returned) straight to the transport and says True, or says False and
+    writes nothing when the connection is closing or has anything left to send (so a
+    direct write never waits and never lands behind a write of aiohttp's in progress).
+
+    None if the response cannot take such writes: not aiohttp's `StreamWriter`, not
+    chunked, compressed, its headers not sent yet or its end sent. Call it only between
+    the response's own writes (none in progress): that is the caller's to ensure."""
+    transport = request.transport
+    if (
+        transport is None
+        or not isinstance(writer, StreamWriter)
+        or type(writer) is not StreamWriter  # a subclass may write otherwise
+        or not writer.chunked
+        or writer.length is not None
+        or writer._compress is not None
+        or writer._on_chunk_sent is not None
+        or writer._headers_buf
+        or not writer._headers_written
+        or writer._eof
+    ):
+        return None
+
+    def write(data: bytes) -> bool:
+        if transport.is_closing() or transport.get_write_buffer_size() or writer._eof:
+            return False
+        chunk = b"%x\r\n%b\r\n" % (len(data), data)
+        transport.write(chunk)
+        writer.output_size += len(chunk)  # the response's body_length, as aiohttp counts it
+        return True
+
+    return write

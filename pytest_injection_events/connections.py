@@ -8,6 +8,10 @@ one comes (so a crowd of idle sockets cannot stop the node from accepting); and
 it logs running out of descriptors at most once a second. Only asyncio's public
 protocol API is used; the guard learns a request began or ended from a
 middleware (`guard.middleware`).
+
+The event stream's writing is bounded here too: `write_frames` in awaited pieces,
+`StallWatchdog` for a reader whose writes stay blocked, and `direct_push`, the hit's
+own write to a waiting reader, only where nothing is left to send.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from .compat import direct_chunk_writer
+from .events import Record
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 30.0
@@ -263,6 +271,24 @@ async def write_frames(
             piece, size = [], 0
     if piece:
         await watchdog.write(response, b"".join(piece))
+
+
+def direct_push(
+    request: web.Request, writer: AbstractStreamWriter | None
+) -> Callable[[Record], bool] | None:
+    """A reader's push hook (`Subscription.push`), or None where the response cannot take
+    one: the hit writes its record's frame, one chunk straight to the socket, to a reader
+    waiting caught up, when nothing is left to send on the connection (so the write never
+    waits, and the stall watchdog misses no blocked write); else it says False and the
+    reader's task writes the record, as always."""
+    write = direct_chunk_writer(request, writer)
+    if write is None:
+        return None
+
+    def push(record: Record) -> bool:
+        return write(record.frame)
+
+    return push
 
 
 class StallWatchdog:

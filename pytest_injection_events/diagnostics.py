@@ -15,7 +15,7 @@ import aiohttp
 
 from .client import InjectionApi
 from .errors import InjectionTimeout
-from .events import ENTER, GAP, InjectionEvent
+from .event_schema import ENTER, GAP, InjectionEvent
 from .log_source import LogSource
 from .source import NodeSource
 

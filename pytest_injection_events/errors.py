@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .events import GAP_DROPPED, InjectionEvent
+from .event_schema import GAP_DROPPED, InjectionEvent
 
 
 class InjectionEventsError(Exception):

@@ -1,43 +1,31 @@
-"""The event schema and a node's numbered, replayable event log (docs/http-api.md).
+"""A node's numbered, replayable event log (docs/http-api.md); what an event is for
+a client is `event_schema`'s.
 
 Nothing here knows HTTP. The log numbers events, keeps the newest ones within a
 count and a byte budget, and every reader follows that one shared log with its
 own cursor: a hit costs the same with 1 or 100 readers, and a replay is made of
 the kept records themselves, never a copy per reader. `server` turns readers
-into SSE.
+into SSE, and gives a reader a `push` hook that writes an event at the hit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-ENTER = "enter"
-WAIT = "wait"
-RESUME = "resume"
-TIMEOUT = "timeout"
-ENABLE = "enable"
-DISABLE = "disable"
-MESSAGE = "message"
-GAP = "gap"
-PHASES = frozenset({ENTER, WAIT, RESUME, TIMEOUT, ENABLE, DISABLE, MESSAGE, GAP})
-#: Control events: they apply to every shard (`shard: null`).
-CONTROL_PHASES = frozenset({ENABLE, DISABLE, MESSAGE})
-#: `?phase=all`: every phase.
-ALL_PHASES = "all"
-#: What a reader that names no phase gets, as the original proposal sent: one `enter`
-#: event per hit (and `gap` notices, which every reader gets whatever it asked).
-DEFAULT_PHASES = frozenset({ENTER})
-
-#: A gap because the node no longer keeps the range (replay asked for too old a seq).
-GAP_DROPPED = "dropped"
-#: A gap because this client read too slowly and was cut off; the range is still kept.
-GAP_SLOW_CLIENT = "slow_client"
+from .event_schema import (
+    ALL_PHASES,
+    DEFAULT_PHASES,
+    GAP,
+    GAP_DROPPED,
+    GAP_SLOW_CLIENT,
+    PHASES,
+)
 
 DEFAULT_CAPACITY = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -49,8 +37,10 @@ MAX_EVENT_PARAMETERS = 4096
 #: fixed text and the objects holding them), counted against the byte budget.
 RECORD_OVERHEAD = 600
 
-#: Up to this many waiting readers are woken by the hit itself; more, by one callback.
+#: Up to this many waiting readers are served by the hit itself; more, by one callback.
 WAKE_AT_ONCE = 4
+
+_log = logging.getLogger("pytest_injection_events.events")
 
 #: ASCII only: raw U+2028, U+2029 or U+0085 in a name would end the `data:` line for
 #: readers that split lines like str.splitlines() (httpx's aiter_lines, many scripts).
@@ -61,69 +51,6 @@ def _timestamp() -> float:
     """Unix seconds to the microsecond. `round(t, 6)` took 0.7 us, a third of an enabled
     hit (2.3 -> 1.6 us); rounding the microsecond count gives the same resolution."""
     return round(time.time() * 1_000_000) / 1_000_000
-
-
-@dataclass(frozen=True)
-class InjectionEvent:
-    """One event of the stream, as a client sees it (docs/http-api.md)."""
-
-    injection: str | None
-    type: str | None
-    phase: str
-    shard: int | None
-    node: str
-    seq: int | None
-    timestamp: float
-    enter_count: int | None = None
-    one_shot: bool | None = None
-    parameters: Mapping[str, str] = field(default_factory=dict)
-    missed_from: int | None = None
-    missed_to: int | None = None
-    reason: str | None = None
-    #: The injection's parameters were too large to send in events: ask the REST API.
-    parameters_truncated: bool = False
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, node: str | None = None) -> InjectionEvent:
-        """Build from a decoded `data:` object; unknown keys are ignored (forward compatible)."""
-        try:
-            return cls(
-                injection=data.get("injection"),
-                type=data.get("type"),
-                phase=data["phase"],
-                shard=data.get("shard"),
-                node=data.get("node") or node or "",
-                seq=data.get("seq"),
-                timestamp=float(data.get("timestamp") or 0.0),
-                enter_count=data.get("enter_count"),
-                one_shot=data.get("one_shot"),
-                parameters=dict(data.get("parameters") or {}),
-                missed_from=data.get("missed_from"),
-                missed_to=data.get("missed_to"),
-                reason=data.get("reason"),
-                parameters_truncated=bool(data.get("parameters_truncated")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not an injection event: {data!r}") from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "injection": self.injection,
-            "type": self.type,
-            "phase": self.phase,
-            "shard": self.shard,
-            "node": self.node,
-            "seq": self.seq,
-            "timestamp": self.timestamp,
-            "enter_count": self.enter_count,
-            "one_shot": self.one_shot,
-            "parameters": None if self.parameters_truncated else dict(self.parameters),
-        }
-        if self.parameters_truncated:
-            data["parameters_truncated"] = True
-        if self.phase == GAP:
-            data.update(missed_from=self.missed_from, missed_to=self.missed_to, reason=self.reason)
-        return data
 
 
 class Record:
@@ -199,7 +126,8 @@ class Subscription:
     the newest (a replay it asked for does not count) is cut off: it gets what it
     had up to that bound, then a `slow_client` gap, and the subscription closes.
     A reader whose next event the log no longer keeps gets a `dropped` gap and
-    goes on from the oldest kept event.
+    goes on from the oldest kept event. While it waits caught up in `next_batch`,
+    its `push` (if set) may be handed a new record by the hit (`EventLog.publish`).
     """
 
     def __init__(
@@ -224,6 +152,19 @@ class Subscription:
         self.overflow: list[int] | None = None
         self.closed = False
         self._wakeup: asyncio.Future[None] | None = None
+        #: Set by a server: writes a record straight to this reader, True if it did (else
+        #: the reader's task is woken to write it). Called only while the reader waits in
+        #: `next_batch` caught up, so everything before the record was written already.
+        self.push: Callable[[Record], bool] | None = None
+        #: Pushed to since it parked or the log last settled: wake it for more instead,
+        #: so that a burst is written in batches by its task, not one write per event.
+        self._pushed = False
+        self.pushes = 0  # records `push` wrote
+
+    @property
+    def waiting(self) -> bool:
+        """Parked in `next_batch` for a record (not woken yet)."""
+        return self._wakeup is not None and not self._wakeup.done()
 
     @property
     def backlog(self) -> int:
@@ -245,9 +186,12 @@ class Subscription:
     async def next_batch(self, timeout: float | None = None, limit: int = 1024) -> list[Record]:
         """The next records for this reader (at most `limit`), waiting for some.
 
-        [] when `timeout` passes with nothing new, or once closed (see `closed`).
+        [] when `timeout` passes with nothing new, or once closed (see `closed`). While it
+        waits, a record it does not want only moves its cursor, and `push` may write one
+        it wants (see `EventLog.publish`): neither ends the wait.
         """
         log = self._log
+        deadline = None
         while not self.closed:
             batch = self._take(limit)
             if batch:
@@ -255,20 +199,55 @@ class Subscription:
             if self.cursor <= log.last_seq:
                 continue  # records were there, none matched: look further
             loop = asyncio.get_running_loop()
+            if deadline is None and timeout is not None:
+                deadline = loop.time() + timeout
             waiter: asyncio.Future[Any] = loop.create_future()
             self._wakeup = waiter
+            self._pushed = False
             log._loop = loop
-            log._waiters.add(waiter)
-            timer = None if timeout is None else loop.call_later(timeout, _set, waiter, _TIMED_OUT)
+            log._waiting[self] = None
+            timer = None if deadline is None else loop.call_at(deadline, _set, waiter, _TIMED_OUT)
             try:
                 if await waiter is _TIMED_OUT:
                     return []
             finally:
                 self._wakeup = None
-                log._waiters.discard(waiter)
+                log._waiting.pop(self, None)
                 if timer is not None:
                     timer.cancel()
         return []
+
+    def _offer(self, record: Record, settling: bool) -> bool | None:
+        """The newest record, for this reader waiting in `next_batch`: True if pushed,
+        None if the reader goes on waiting without it (not a record it wants), False if
+        its task was woken to take it (or it waits no longer: forget it). `settling`: the
+        log's callback a turn after hits, not a hit."""
+        waiter = self._wakeup
+        if waiter is None or waiter.done():
+            return False
+        if record.seq == self.cursor and self._cut_at is None and self.max_pending > 0:
+            if settling:
+                self._pushed = False
+            if not self.matches(record.data):
+                self.cursor += 1
+                return None
+            push = self.push
+            if push is not None and not self._pushed:
+                try:
+                    pushed = push(record)
+                except Exception:
+                    _log.exception("pushing an event to a reader failed; its task writes it")
+                    pushed = False
+                if pushed:
+                    self.cursor += 1
+                    self.pushes += 1
+                    self._pushed = not settling
+                    return True
+        elif settling and self.cursor > self._log.last_seq:
+            self._pushed = False  # nothing new since a push: the next hit may push again
+            return None
+        waiter.set_result(None)
+        return False
 
     def _take(self, limit: int) -> list[Record]:
         log = self._log
@@ -337,9 +316,13 @@ class EventLog:
         self._first = 1  # the oldest kept seq
         self.kept_bytes = 0
         self._subscriptions: list[Subscription] = []
-        self._waiters: set[asyncio.Future[Any]] = set()  # readers waiting for an event
+        #: Readers waiting in next_batch, each caught up or about to be settled.
+        self._waiting: dict[Subscription, None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_pending = False
+        self._settle_pending = False
+        #: Called once after a hit or the settling callback pushed a record to any reader
+        #: (a server hands the CPU to them: see server.py).
+        self.after_push: Callable[[], None] | None = None
         self.last_seq = 0
         #: Names this numbering: a resume point from another boot does not apply to it.
         self.boot_id = secrets.token_hex(8)
@@ -367,11 +350,13 @@ class EventLog:
         one_shot: bool,
         parameters: Mapping[str, str],
     ) -> Record:
-        """Number and keep one event and wake the readers waiting for one.
+        """Number and keep one event and hand it to the readers waiting for one.
 
-        The hit pays for the record only: a few waiting readers are woken at once,
-        more by one callback on the loop, whatever their number; each reads the
-        record itself."""
+        The hit serves a few waiting readers at once, more by one callback on the loop
+        (`_settle`), whatever their number. A waiting reader caught up to this record
+        that does not want it only moves its cursor; one that wants it and has a `push`
+        gets it written by the hit itself (then not again until the loop turned: a burst
+        goes out in batches); any other is woken and its task reads the record."""
         seq = self.last_seq = self.last_seq + 1
         params, params_size = event_parameters(parameters)
         data = {
@@ -394,14 +379,29 @@ class EventLog:
         self.kept_bytes += size
         if seq - self._first >= self.capacity or self.kept_bytes > self.max_bytes:
             self._trim()
-        waiters = self._waiters
-        if waiters:
-            if len(waiters) <= WAKE_AT_ONCE:
-                self._wake()  # the usual one reader or two: no loop turn added to latency
-            elif not self._wake_pending:
-                self._wake_pending = True
-                self._loop.call_soon(self._wake)  # type: ignore[union-attr]
+        waiting = self._waiting
+        if waiting:
+            if len(waiting) <= WAKE_AT_ONCE:
+                # The usual one reader or two: no loop turn added to latency.
+                pushed = False
+                for subscription in tuple(waiting):
+                    outcome = subscription._offer(record, False)
+                    if outcome is False:
+                        del waiting[subscription]
+                    elif outcome:
+                        pushed = True
+                if pushed:
+                    self._settle_later()  # lets them be pushed to again, after this turn
+                    if self.after_push is not None:
+                        self.after_push()
+            else:
+                self._settle_later()
         return record
+
+    def _settle_later(self) -> None:
+        if not self._settle_pending:
+            self._settle_pending = True
+            self._loop.call_soon(self._settle)  # type: ignore[union-attr]
 
     def _trim(self) -> None:
         records = self._records
@@ -419,11 +419,25 @@ class EventLog:
             del records[:dead]
             self._base = self._first
 
-    def _wake(self) -> None:
-        self._wake_pending = False
-        waiters, self._waiters = self._waiters, set()
-        for waiter in waiters:
-            _set(waiter, None)
+    def _settle(self) -> None:
+        """A turn of the loop after hits: each waiting reader with exactly the newest
+        record to take gets it pushed (or skipped); one further behind is woken, its task
+        writes all it missed at once; one pushed to by a hit may be pushed to again."""
+        self._settle_pending = False
+        waiting = self._waiting
+        if not waiting or not self._records:
+            return
+        newest = self._records[-1]
+        assert newest is not None
+        pushed = False
+        for subscription in tuple(waiting):
+            outcome = subscription._offer(newest, True)
+            if outcome is False:
+                del waiting[subscription]
+            elif outcome:
+                pushed = True
+        if pushed and self.after_push is not None:
+            self.after_push()
 
     def _slice(self, first: int, last: int) -> list[Record]:
         """Kept records with seqs first..last (both kept, first <= last)."""

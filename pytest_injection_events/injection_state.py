@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from .errors import InjectionEventsError
-from .events import RESUME, TIMEOUT, WAIT
+from .event_schema import RESUME, TIMEOUT, WAIT
 
 if TYPE_CHECKING:
     from .injector import Injector

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import InjectionEventsError
-from .events import DISABLE, ENABLE, ENTER, MESSAGE
+from .event_schema import DISABLE, ENABLE, ENTER, MESSAGE
 from .injection_state import (
     DEFAULT_BREAKPOINT_TIMEOUT,
     EXCEPTION,

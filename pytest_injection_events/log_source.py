@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from .errors import StreamConnectError
-from .events import DISABLE, ENABLE, ENTER, RESUME, InjectionEvent
+from .event_schema import DISABLE, ENABLE, ENTER, RESUME, InjectionEvent
 from .injector import HANDLER, WAIT_FOR_MESSAGE
 from .protocol import LOG_LOGGER, parse_framework_message, parse_log_line
 from .source import NodeSource, StreamHost, stop_task

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import InjectionEventsError
-from .events import InjectionEvent
+from .event_schema import InjectionEvent
 from .protocol import (
     BREAKPOINT_SUFFIXES,
     DISABLING,

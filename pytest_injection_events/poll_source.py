@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from .client import InjectionApi
-from .events import ENTER, InjectionEvent
+from .event_schema import ENTER, InjectionEvent
 from .source import NodeSource, StreamHost, stop_task
 
 #: Polling period: first, factor, cap (ScyllaDB's own backoff starts at 0.1 s).

@@ -23,12 +23,14 @@ from .connections import (
     DEFAULT_IDLE_TIMEOUT,
     ConnectionGuard,
     StallWatchdog,
+    direct_push,
     limit_accept_errors,
     set_send_timeout,
     write_frames,
 )
 from .errors import InjectionEventsError
-from .events import ALL_PHASES, DEFAULT_MAX_PENDING, PHASES, EventLog
+from .event_schema import ALL_PHASES, PHASES
+from .events import DEFAULT_MAX_PENDING, EventLog
 from .injector import Injector
 from .protocol import (
     BOOT_HEADER,
@@ -220,6 +222,8 @@ class InjectionRoutes:
         # around the same log (FakeNode.stop/start) is the same life and resumes as one.
         self.boot_id = boot_id or event_log.boot_id
         self.clients = 0
+        # A hit that pushed its event to readers hands them the CPU, once (`direct_push`).
+        event_log.after_push = _hand_over_cpu
 
     def add_to(self, app: web.Application) -> None:
         # `[^/]+`, not aiohttp's default `[^{}/]+`: a name may hold braces like any other
@@ -345,11 +349,12 @@ class InjectionRoutes:
         watchdog = StallWatchdog(request, self.stall_timeout)
         try:
             set_send_timeout(request, self.send_timeout)
-            await response.prepare(request)
+            writer = await response.prepare(request)
             # No blank line after `retry:` nor after a ping: a blank line ends a block,
             # and readers such as httpx-sse dispatch a block without data as an event
             # whose empty data no JSON consumer can parse.
             await watchdog.write(response, f"retry: {RETRY_MS}\n".encode())
+            subscription.push = direct_push(request, writer)
             loop = asyncio.get_running_loop()
             ping_at = loop.time() + heartbeat
             while True:

@@ -16,7 +16,7 @@ from typing import Protocol
 import aiohttp
 
 from .errors import NotAnInjectionNode, StreamConnectError
-from .events import InjectionEvent
+from .event_schema import InjectionEvent
 from .protocol import PREFIX, auth_headers
 
 _log = logging.getLogger("pytest_injection_events.client")

@@ -33,7 +33,7 @@ from .errors import (
     StreamConnectError,
     UnsupportedWait,
 )
-from .events import ENTER, PHASES, InjectionEvent
+from .event_schema import ENTER, PHASES, InjectionEvent
 from .following import Following, StreamNode
 from .protocol import target_url
 from .sync_bridge import Home, LoopThread

@@ -13,7 +13,7 @@ import logging
 import time
 
 from .errors import InjectionEventsError, StreamConnectError
-from .events import GAP, GAP_SLOW_CLIENT, InjectionEvent
+from .event_schema import GAP, GAP_SLOW_CLIENT, InjectionEvent
 from .http_stream import HttpStream, open_http_stream
 from .protocol import BOOT_HEADER, EVENTS_PATH, LAST_SEQ_HEADER, NODE_HEADER, auth_headers
 from .source import NodeSource, StreamHost, stop_task

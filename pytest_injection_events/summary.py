@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from .events import ENTER, InjectionEvent
+from .event_schema import ENTER, InjectionEvent
 
 
 class Hit(NamedTuple):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import EventsLost, InjectionEventsError
-from .events import GAP, GAP_DROPPED, InjectionEvent
+from .event_schema import GAP, GAP_DROPPED, InjectionEvent
 
 
 @dataclass(frozen=True)

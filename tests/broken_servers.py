@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
-from pytest_injection_events.events import PHASES
+from pytest_injection_events.event_schema import PHASES
 from pytest_injection_events.node import FakeNode
 from pytest_injection_events.protocol import (
     BOOT_HEADER,

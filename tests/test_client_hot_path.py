@@ -12,7 +12,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from pytest_injection_events import injection_event_stream
-from pytest_injection_events.events import EventLog, InjectionEvent, gap_record
+from pytest_injection_events.event_schema import InjectionEvent
+from pytest_injection_events.events import EventLog, gap_record
 from pytest_injection_events.protocol import EVENTS_PATH
 from pytest_injection_events.sse import SSEDecoder, SSEMessage
 from pytest_injection_events.stream_source import parse_event

@@ -15,7 +15,7 @@ import pytest_asyncio
 from manager import Manager, ScyllaLogFile, ServerInfo
 
 from pytest_injection_events import InjectionApi, injection_event_stream
-from pytest_injection_events.events import InjectionEvent
+from pytest_injection_events.event_schema import InjectionEvent
 from pytest_injection_events.logfile import (
     FrameworkPattern,
     InjectionLogFile,

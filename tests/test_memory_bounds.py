@@ -23,12 +23,8 @@ import pytest
 from nodeproc import NodeProcess, node_process
 from sse import open_stream
 
-from pytest_injection_events.events import (
-    GAP_DROPPED,
-    MAX_EVENT_PARAMETERS,
-    EventLog,
-    Subscription,
-)
+from pytest_injection_events.event_schema import GAP_DROPPED
+from pytest_injection_events.events import MAX_EVENT_PARAMETERS, EventLog, Subscription
 from pytest_injection_events.node import FakeNode
 
 API = "/v2/error_injection"
@@ -225,7 +221,7 @@ def test_a_hit_does_no_work_per_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     log = EventLog("n")
     readers = [log.subscribe(phases=["all"]) for _ in range(100)]
     touched: list[object] = []
-    for name in ("matches", "offer", "_wake", "_take"):
+    for name in ("matches", "_offer", "_take"):
         if hasattr(Subscription, name):
             original = getattr(Subscription, name)
             monkeypatch.setattr(

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from sse import open_stream
 
-from pytest_injection_events.events import PHASES
+from pytest_injection_events.event_schema import PHASES
 from pytest_injection_events.node import FakeCluster, FakeNode
 from pytest_injection_events.protocol import BOOT_HEADER, PREFIX
 

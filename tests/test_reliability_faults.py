@@ -35,7 +35,7 @@ from test_plugin import make_ini, make_tests, port_is_closed
 from test_reliability_soak import RawClient, Recorder
 
 from pytest_injection_events import InjectionEventStream, SyncInjectionApi
-from pytest_injection_events.events import GAP, GAP_SLOW_CLIENT
+from pytest_injection_events.event_schema import GAP, GAP_SLOW_CLIENT
 from pytest_injection_events.node import KV_WRITE_DELAY, FakeCluster, FakeNode
 
 EVENTS = "/v2/error_injection/events"

@@ -29,7 +29,7 @@ import pytest
 from sse import RawStream
 
 from pytest_injection_events import InjectionApi, InjectionEventStream
-from pytest_injection_events.events import GAP, GAP_SLOW_CLIENT
+from pytest_injection_events.event_schema import GAP, GAP_SLOW_CLIENT
 from pytest_injection_events.node import (
     COORDINATOR_BATCH_SIZE,
     KV_WRITE_DELAY,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_injection_events.events import InjectionEvent
+from pytest_injection_events.event_schema import InjectionEvent
 from pytest_injection_events.sse import SSEDecoder, SSEMessage
 
 

@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 from sse import open_stream
 
-from pytest_injection_events.events import PHASES, EventLog
+from pytest_injection_events.event_schema import PHASES
+from pytest_injection_events.events import EventLog
 from pytest_injection_events.node import FakeNode
 
 EVENTS = "/v2/error_injection/events"
