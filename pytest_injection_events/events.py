@@ -18,13 +18,23 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .event_schema import (
+# The schema's names stay importable from here, where they lived before event_schema.
+from .event_schema import (  # noqa: F401
     ALL_PHASES,
+    CONTROL_PHASES,
     DEFAULT_PHASES,
+    DISABLE,
+    ENABLE,
+    ENTER,
     GAP,
     GAP_DROPPED,
     GAP_SLOW_CLIENT,
+    MESSAGE,
     PHASES,
+    RESUME,
+    TIMEOUT,
+    WAIT,
+    InjectionEvent,
 )
 
 DEFAULT_CAPACITY = 10_000
