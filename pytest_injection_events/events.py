@@ -11,6 +11,7 @@ into SSE, and gives a reader a `push` hook that writes an event at the hit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -55,6 +56,47 @@ _log = logging.getLogger("pytest_injection_events.events")
 #: ASCII only: raw U+2028, U+2029 or U+0085 in a name would end the `data:` line for
 #: readers that split lines like str.splitlines() (httpx's aiter_lines, many scripts).
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+#: A JSON string of a name, a node id or a phase, as `_dumps` writes it (memo: few values).
+_quoted = functools.lru_cache(maxsize=4096)(json.encoder.encode_basestring_ascii)
+_EVENT_JSON = (
+    '{"injection":%s,"type":%s,"phase":%s,"shard":%s,"node":%s,"seq":%d,'
+    '"timestamp":%r,"enter_count":%d,"one_shot":%s,"parameters":%s}'
+)
+
+
+def _encode(data: dict[str, Any]) -> str:
+    """`_dumps(data)`, byte for byte; the usual event by a template, in 40 % of the time
+    (the encoder was a third of a node's CPU per event in a burst: docs/benchmarks.md)."""
+    if len(data) == 10:
+        kind, shard, seq, timestamp = data["type"], data["shard"], data["seq"], data["timestamp"]
+        enter_count, one_shot = data["enter_count"], data["one_shot"]
+        parameters = data["parameters"]
+        if (
+            type(seq) is int
+            and type(enter_count) is int
+            and type(timestamp) is float
+            and timestamp - timestamp == 0.0  # finite: json writes inf and nan otherwise
+            and (shard is None or type(shard) is int)
+            and (kind is None or type(kind) is str)
+            and type(one_shot) is bool
+            and type(parameters) is dict
+            and type(data["injection"]) is str
+            and type(data["phase"]) is str
+            and type(data["node"]) is str
+        ):
+            return _EVENT_JSON % (
+                _quoted(data["injection"]),
+                "null" if kind is None else _quoted(kind),
+                _quoted(data["phase"]),
+                "null" if shard is None else shard,
+                _quoted(data["node"]),
+                seq,
+                timestamp,
+                enter_count,
+                "true" if one_shot else "false",
+                _dumps(parameters) if parameters else "{}",
+            )
+    return _dumps(data)
 
 
 def _timestamp() -> float:
@@ -78,7 +120,7 @@ class Record:
     def frame(self) -> bytes:
         frame = self._frame
         if frame is None:
-            body = _dumps(self.data)
+            body = _encode(self.data)
             head = f"id: {self.seq}\n" if self.seq is not None else ""
             frame = self._frame = f"{head}data: {body}\n\n".encode()
         return frame

@@ -33,8 +33,10 @@ _log = logging.getLogger("pytest_injection_events.client")
 _EVENT_FIELDS = tuple(
     "injection type phase shard node seq timestamp enter_count one_shot parameters".split()
 )
-_EVENT_KEYS = frozenset(_EVENT_FIELDS)
-_raw_decode = json.JSONDecoder().raw_decode
+_FIELD_COUNT = len(_EVENT_FIELDS)
+#: The decoder's scanner itself (`raw_decode` without its Python frame): StopIteration
+#: when the text does not start with a JSON value.
+_scan = json.JSONDecoder().scan_once
 _new = object.__new__
 _set = object.__setattr__
 
@@ -50,22 +52,24 @@ def parse_event(data: str, node: str) -> InjectionEvent:
     instead of one, and its full passes over a stream's kept events cost more than the
     build saves: docs/benchmarks.md.) Anything else goes through `from_dict`."""
     try:
-        obj, end = _raw_decode(data)
-    except ValueError:
+        obj, end = _scan(data, 0)
+    except (StopIteration, ValueError):
         obj, end = None, -1
-    if (
-        end == len(data)
-        and type(obj) is dict
-        and obj.keys() == _EVENT_KEYS
-        and type(obj["timestamp"]) is float
-        and type(obj["phase"]) is str
-        and type(obj["parameters"]) is dict
-        and obj["node"]
-    ):
+    if end == len(data) and type(obj) is dict and len(obj) == _FIELD_COUNT:
         event = _new(InjectionEvent)
-        for key in _EVENT_FIELDS:
-            _set(event, key, obj[key])
-        return event
+        try:
+            for key in _EVENT_FIELDS:  # all ten there, and no other: the count says so
+                _set(event, key, obj[key])
+        except KeyError:
+            pass
+        else:
+            if (
+                type(obj["timestamp"]) is float
+                and type(obj["phase"]) is str
+                and type(obj["parameters"]) is dict
+                and obj["node"]
+            ):
+                return event
     decoded = json.loads(data)
     # from_dict expects a mapping, and takes any phase: the reader needs a name.
     if not isinstance(decoded, dict) or not isinstance(decoded.get("phase"), str):

@@ -85,11 +85,15 @@ def test_parse_event_is_from_dict(data: str) -> None:
         ({"node": None}, lambda e: e.node == "given"),
         ({"timestamp": 5}, lambda e: e.timestamp == 5.0 and type(e.timestamp) is float),
         ({"parameters": None}, lambda e: e.parameters == {}),
+        # Ten keys, but not ours: one missing, one unknown.
+        ({"future_key": 1, "one_shot": None}, lambda e: e.one_shot is None),
     ],
 )
 def test_anything_but_the_usual_event_goes_through_from_dict(change: dict, check: object) -> None:
     data = json.loads(_frames()[0])
     data.update(change)
+    if change.get("one_shot", True) is None:
+        del data["one_shot"]
     event = parse_event(json.dumps(data), "given")
     assert check(event)  # type: ignore[operator]
     assert event == InjectionEvent.from_dict(data, node="given")
@@ -143,3 +147,25 @@ async def test_bad_events_are_skipped_and_the_reader_goes_on(
     assert event.seq == 3
     assert [e.seq for e in stream.events] == [2, 3]
     assert sum("malformed" in r.getMessage() for r in caplog.records) == 3
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ("p", "lambda", "enter", 1, 2, True, {"k": "v"}),
+        ("p", None, "enable", None, 0, False, {}),
+        ('na"me\\ é\u2028\x00', "breakpoint", "wait", 0, 10**20, False, {"é": "\u2029\n"}),
+        ("p", "parameter", "enter", 3, 1, False, {"big": "x" * 5000}),  # truncated
+    ],
+)
+def test_the_node_encodes_the_usual_event_as_the_json_encoder_does(event: tuple) -> None:
+    """The frame's template (events._encode) against the encoder it stands in for."""
+    from pytest_injection_events.events import _dumps
+
+    log = EventLog("127.0.0.1:9 é")
+    record = log.publish(*event)
+    body = record.frame.decode().split("data: ", 1)[1][:-2]
+    assert body == _dumps(record.data)
+    assert body.isascii()
+    gap = gap_record("127.0.0.1:9", 1, 4, "dropped")
+    assert gap.frame.decode().split("data: ", 1)[1][:-2] == _dumps(gap.data)
