@@ -88,7 +88,7 @@ class HttpStream(asyncio.Protocol):
                 pieces.append(piece)
                 size += len(piece)
             if size >= MAX_ERROR_BODY:
-                self._finish(None)
+                self._finish()
 
         self.read_body(keep)
         await self.ended()
@@ -97,7 +97,7 @@ class HttpStream(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-        self._finish(None)
+        self._finish()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -135,7 +135,7 @@ class HttpStream(asyncio.Protocol):
         if not self._head_done.done():
             self._fail(BadResponse("the server closed the connection before its answer"))
         elif self._left is None and not self._chunked:
-            self._finish(None)  # a body delimited by the close
+            self._finish()  # a body delimited by the close
         else:
             self._fail(BadResponse("the server closed the connection inside the body"))
         return False
@@ -145,7 +145,7 @@ class HttpStream(asyncio.Protocol):
             self._fail(exc)
         elif not self._ended.done():
             self.eof_received()
-        self._finish(None)
+        self._finish()
 
     # -- inside --------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class HttpStream(asyncio.Protocol):
             self._left = int(length)
         self._head_done.set_result(None)
         if self._left == 0 and not self._chunked:
-            self._finish(None)
+            self._finish()
         return rest
 
     def _take(self, data: bytes) -> None:
@@ -198,7 +198,7 @@ class HttpStream(asyncio.Protocol):
         if data:
             self._give(data)
         if left == 0:
-            self._finish(None)
+            self._finish()
 
     def _dechunk(self, data: bytes) -> None:
         """Chunked framing: the body is what the chunks carry, handed on as it comes."""
@@ -241,7 +241,7 @@ class HttpStream(asyncio.Protocol):
                 if not line:  # the blank line after the trailers: the body is over
                     self._buffer = b""
                     self._give_all(pieces)
-                    self._finish(None)
+                    self._finish()
                     return
                 continue
             size_text = line.split(b";", 1)[0].strip()
@@ -281,11 +281,11 @@ class HttpStream(asyncio.Protocol):
         if not self._ended.done():
             self._ended.set_exception(exc)
             self._ended.exception()
-        self._finish(None)
+        self._finish()
         if self._transport is not None:
             self._transport.abort()
 
-    def _finish(self, _: None) -> None:
+    def _finish(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
