@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import json.scanner
 import logging
 import time
 
@@ -36,7 +37,7 @@ _EVENT_FIELDS = tuple(
 _FIELD_COUNT = len(_EVENT_FIELDS)
 #: The decoder's scanner itself (`raw_decode` without its Python frame): StopIteration
 #: when the text does not start with a JSON value.
-_scan = json.JSONDecoder().scan_once
+_scan = json.scanner.make_scanner(json.JSONDecoder())
 _new = object.__new__
 _set = object.__setattr__
 
