@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import json.scanner
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .errors import InjectionEventsError, StreamConnectError
 from .event_schema import GAP, GAP_SLOW_CLIENT, InjectionEvent
@@ -37,7 +38,7 @@ _EVENT_FIELDS = tuple(
 _FIELD_COUNT = len(_EVENT_FIELDS)
 #: The decoder's scanner itself (`raw_decode` without its Python frame): StopIteration
 #: when the text does not start with a JSON value.
-_scan = json.scanner.make_scanner(json.JSONDecoder())
+_scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
 _new = object.__new__
 _set = object.__setattr__
 
