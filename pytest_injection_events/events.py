@@ -435,17 +435,8 @@ class EventLog:
         if waiting:
             if len(waiting) <= WAKE_AT_ONCE:
                 # The usual one reader or two: no loop turn added to latency.
-                pushed = False
-                for subscription in tuple(waiting):
-                    outcome = subscription._offer(record, False)
-                    if outcome is False:
-                        del waiting[subscription]
-                    elif outcome:
-                        pushed = True
-                if pushed:
+                if self._offer_all(record, settling=False):
                     self._settle_later()  # lets them be pushed to again, after this turn
-                    if self.after_push is not None:
-                        self.after_push()
             else:
                 self._settle_later()
         return record
@@ -481,15 +472,22 @@ class EventLog:
             return
         newest = self._records[-1]
         assert newest is not None
+        self._offer_all(newest, settling=True)
+
+    def _offer_all(self, record: Record, *, settling: bool) -> bool:
+        """Offer the record to every waiting reader (see `Subscription._offer`); hand the
+        CPU over once if any got it pushed. Whether any did."""
+        waiting = self._waiting
         pushed = False
         for subscription in tuple(waiting):
-            outcome = subscription._offer(newest, True)
+            outcome = subscription._offer(record, settling)
             if outcome is False:
                 del waiting[subscription]
             elif outcome:
                 pushed = True
         if pushed and self.after_push is not None:
             self.after_push()
+        return pushed
 
     def _slice(self, first: int, last: int) -> list[Record]:
         """Kept records with seqs first..last (both kept, first <= last)."""

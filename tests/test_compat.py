@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_protocol import RequestHandler
+from apps import serve
 
 from pytest_injection_events import compat
 from pytest_injection_events.events import EventLog
@@ -83,16 +84,6 @@ async def test_what_the_http_parser_refuses_is_answered_in_json() -> None:
 
 
 # -- 3. direct chunks between a response's own writes ---------------------------------
-
-
-async def serve(handler: Any) -> tuple[web.AppRunner, int]:
-    app = web.Application()
-    app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, runner.addresses[0][1]
 
 
 async def raw_get(port: int, request: bytes) -> bytes:

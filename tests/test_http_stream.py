@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from apps import serve
 
 from pytest_injection_events.http_stream import BadResponse, HttpStream, open_http_stream
 from pytest_injection_events.node import FakeNode
@@ -207,13 +208,7 @@ async def test_the_request_carries_the_query_and_headers_as_aiohttp_reads_them()
         seen.append(request)
         return web.json_response({"error": "nope"}, status=400)
 
-    app = web.Application()
-    app.router.add_get("/v2/error_injection/events", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(handler, "/v2/error_injection/events")
     try:
         stream = await open_http_stream(
             f"http://127.0.0.1:{port}/v2/error_injection/events",
