@@ -69,7 +69,7 @@ def _frames() -> list[str]:
     return [r.frame.decode().split("data: ", 1)[1].strip() for r in records]
 
 
-@pytest.mark.parametrize("data", _frames())
+@pytest.mark.parametrize("data", _frames(), ids=["enter", "enable", "gap"])  # ids: no clock
 def test_parse_event_is_from_dict(data: str) -> None:
     event = parse_event(data, "other")
     assert event == InjectionEvent.from_dict(json.loads(data), node="other")
