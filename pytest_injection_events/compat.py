@@ -92,8 +92,10 @@ def direct_chunk_writer(
         or writer.length is not None
         or writer._compress is not None
         or writer._on_chunk_sent is not None
-        or writer._headers_buf
-        or not writer._headers_written
+        # aiohttp 3.10+ may hold the headers back to send them with the first write;
+        # before it (3.9) they went out in prepare(), and these attributes do not exist.
+        or getattr(writer, "_headers_buf", None)
+        or not getattr(writer, "_headers_written", True)
         or writer._eof
     ):
         return None
