@@ -13,6 +13,7 @@ else of the package uses aiohttp.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 from collections.abc import Callable, Iterable
@@ -296,6 +297,13 @@ class HttpStream(asyncio.Protocol):
             self._ended.set_result(None)
 
 
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One verifying context for every https stream (as aiohttp keeps one): loading the
+    CA store takes tens of milliseconds, too much for each reconnect."""
+    return ssl.create_default_context()
+
+
 async def open_http_stream(
     url: str,
     params: Iterable[tuple[str, str]],
@@ -325,7 +333,7 @@ async def open_http_stream(
             raise ValueError(f"a request header may not hold a line break: {line[:100]!r}")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
     loop = asyncio.get_running_loop()
-    context = ssl.create_default_context() if parts.scheme == "https" else None
+    context = _tls_context() if parts.scheme == "https" else None
 
     async def connect() -> HttpStream:
         try:
