@@ -341,7 +341,10 @@ async def open_http_stream(
                 lambda: HttpStream(read_timeout), host, port, ssl=context
             )
         except OSError as exc:
-            why = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+            if isinstance(exc, ssl.SSLError) or not exc.errno:  # its errno is OpenSSL's
+                why = str(exc) or type(exc).__name__
+            else:
+                why = os.strerror(exc.errno)
             raise ConnectionError(f"Cannot connect to host {parts.netloc}: {why}") from exc
         try:
             assert stream._transport is not None

@@ -8,14 +8,19 @@ reads end); the rest against real servers on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from apps import serve
 
+from pytest_injection_events import StreamConnectError, injection_event_stream
 from pytest_injection_events.http_stream import BadResponse, HttpStream, open_http_stream
 from pytest_injection_events.node import FakeNode
 
@@ -252,3 +257,43 @@ async def test_a_node_stream_is_read_as_it_is_written() -> None:
             assert b'"injection":"point"' in b"".join(body)
         finally:
             stream.close()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server's TLS context with a certificate nobody trusts."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.asyncio
+async def test_an_https_node_is_verified_and_an_untrusted_one_refused_clearly(
+    self_signed: ssl.SSLContext,
+) -> None:
+    """https:// goes through TLS with the system's trust, as aiohttp's client did: a node
+    with a self-signed certificate is a StreamConnectError that says why."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="never reached")
+
+    app = web.Application()
+    app.router.add_get("/v2/error_injection/events", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with pytest.raises(StreamConnectError, match="certificate verify failed"):
+            async with injection_event_stream(f"https://127.0.0.1:{port}"):
+                pass
+    finally:
+        await runner.cleanup()
