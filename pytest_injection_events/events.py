@@ -50,6 +50,7 @@ RECORD_OVERHEAD = 600
 
 #: Up to this many waiting readers are served by the hit itself; more, by one callback.
 WAKE_AT_ONCE = 4
+BURST_GAP = 0.001
 
 _log = logging.getLogger("pytest_injection_events.events")
 
@@ -375,6 +376,11 @@ class EventLog:
         #: Called once after a hit or the settling callback pushed a record to any reader
         #: (a server hands the CPU to them: see server.py).
         self.after_push: Callable[[], None] | None = None
+        #: A hit sooner than this after the last one (seconds) is part of a burst: its
+        #: readers are served by the loop callback, in batches, not written to by the
+        #: hit (one write and a hand-over of the CPU per hit would slow the burst).
+        self.burst_gap = BURST_GAP
+        self._last_hit = 0.0
         self.last_seq = 0
         #: Names this numbering: a resume point from another boot does not apply to it.
         self.boot_id = secrets.token_hex(8)
@@ -418,11 +424,13 @@ class EventLog:
             "shard": shard,
             "node": self.node_id,
             "seq": seq,
-            "timestamp": _timestamp(),
+            "timestamp": (now := _timestamp()),
             "enter_count": enter_count,
             "one_shot": one_shot,
             "parameters": params,
         }
+        after_idle = now - self._last_hit >= self.burst_gap
+        self._last_hit = now
         if params is None:
             data["parameters_truncated"] = True
         size = RECORD_OVERHEAD + len(injection) + len(self.node_id) + params_size
@@ -433,8 +441,9 @@ class EventLog:
             self._trim()
         waiting = self._waiting
         if waiting:
-            if len(waiting) <= WAKE_AT_ONCE:
-                # The usual one reader or two: no loop turn added to latency.
+            if len(waiting) <= WAKE_AT_ONCE and after_idle:
+                # The usual one reader or two: no loop turn added to latency. A hit
+                # right after another is a burst: the callback serves it, batched.
                 if self._offer_all(record, settling=False):
                     self._settle_later()  # lets them be pushed to again, after this turn
             else:

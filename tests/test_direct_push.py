@@ -81,6 +81,7 @@ async def test_a_hit_pushes_to_a_reader_waiting_caught_up_once_a_loop_turn() -> 
     by the hit and the reader goes on waiting; a second in the same turn wakes its task,
     which takes it (a burst goes out batched); after a turn, the hit pushes again."""
     log = EventLog("n")
+    log.burst_gap = 0.0  # every hit here is taken for one after an idle
     reader = log.subscribe(injections=["a"])
     reader.push = pushes = Pushes()
     task = asyncio.ensure_future(reader.next_batch())
@@ -104,6 +105,30 @@ async def test_a_hit_pushes_to_a_reader_waiting_caught_up_once_a_loop_turn() -> 
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not log._waiting
+
+
+@pytest.mark.asyncio
+async def test_a_hit_right_after_another_is_left_to_the_loop_callback_batched() -> None:
+    """Within `burst_gap` of the last hit, a hit writes nothing itself: the log's callback
+    after the turn serves the reader, pushing one new record or waking the task for more
+    (so a burst is written in batches, without a write and a hand-over per hit)."""
+    log = EventLog("n")
+    log.burst_gap = 3600.0  # every hit is within the gap of the one before
+    publish(log)  # the first hit: after an idle, as far as the log knows
+    reader = log.subscribe()
+    reader.push = pushes = Pushes()
+    task = asyncio.ensure_future(reader.next_batch())
+    await parked(reader)
+    publish(log)
+    assert (pushes.seqs, reader.waiting) == ([], True)
+    await asyncio.sleep(0)  # the callback: exactly one new record, pushed
+    assert (pushes.seqs, reader.waiting, reader.backlog) == ([2], True, 0)
+    for _ in range(3):
+        publish(log)
+    assert pushes.seqs == [2]
+    await asyncio.sleep(0)  # three new: the task is woken and takes them at once
+    assert [r.seq for r in await task] == [3, 4, 5]
+    assert pushes.seqs == [2]
 
 
 @pytest.mark.asyncio
@@ -158,6 +183,7 @@ async def test_many_readers_are_pushed_to_by_one_callback_not_by_the_hit() -> No
 @pytest.mark.asyncio
 async def test_a_replaying_reader_is_not_pushed_to_until_caught_up() -> None:
     log = EventLog("n")
+    log.burst_gap = 0.0  # every hit here is taken for one after an idle
     for _ in range(3):
         publish(log)
     reader = log.subscribe(after=0)
@@ -178,6 +204,7 @@ async def test_a_replaying_reader_is_not_pushed_to_until_caught_up() -> None:
 async def served() -> AsyncIterator[tuple[Injector, EventLog, InjectionServer]]:
     injector = Injector()
     log = EventLog("node-1")
+    log.burst_gap = 0.0  # every hit here is taken for one after an idle
     injector.add_listener(log.publish)
     async with InjectionServer(injector, log, port=0) as server:
         yield injector, log, server
@@ -378,6 +405,7 @@ async def test_a_reader_with_bytes_left_to_send_is_written_by_its_task_and_dropp
     task, which writes under the stall watchdog and is dropped once it stays blocked."""
     injector = Injector()
     log = EventLog("node-1", capacity=1_000_000)
+    log.burst_gap = 0.0  # every hit here is taken for one after an idle
     injector.add_listener(log.publish)
     injector.enable("p", parameters={"pad": "x" * 4000})
     async with InjectionServer(injector, log, port=0, stall_timeout=0.2) as server:
