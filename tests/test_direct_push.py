@@ -14,12 +14,13 @@ import logging
 import random
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp_sse_client import client as sse_client
+from polling import wait_until
 
 from pytest_injection_events import injection_event_stream
 from pytest_injection_events.events import WAKE_AT_ONCE, EventLog, Record, Subscription
@@ -44,15 +45,6 @@ async def parked(*subscriptions: Subscription) -> None:
         if all(s.waiting for s in subscriptions):
             return
     raise AssertionError("the readers' tasks did not come to wait")
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a condition the node's own timers change (nothing to await on for it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 # -- the log's side: no HTTP ---------------------------------------------------------
@@ -363,7 +355,7 @@ async def test_idle_hits_and_bursts_reach_every_reader_in_order_once(
         bare = await RawReader.open(server.port, "injection=b&injection=c")
         tasks.append(asyncio.ensure_future(read_raw(bare, raw)))
         try:
-            await until(lambda: log.subscriber_count == 3)
+            await wait_until(lambda: log.subscriber_count == 3)
             readers = list(log._subscriptions)
             rng = random.Random(13)
             for _ in range(40):
@@ -423,7 +415,7 @@ async def test_a_reader_with_bytes_left_to_send_is_written_by_its_task_and_dropp
             assert refused is not None and subscription.pushes > 0
             pushes = subscription.pushes
             # Its task took the refused event and writes it: the order holds.
-            await until(lambda: subscription.cursor > refused)
+            await wait_until(lambda: subscription.cursor > refused)
 
             async def hit_until_dropped() -> None:
                 while log.subscriber_count:

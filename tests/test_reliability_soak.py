@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from polling import wait_until
 from sse import RawStream
 
 from pytest_injection_events import InjectionApi, InjectionEventStream
@@ -149,15 +150,6 @@ def burst(node: FakeNode, times: int) -> Callable[[], None]:
     return run
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """For what the node changes on its own loop with no event to await from here."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def run_workload(
     cluster: FakeCluster, http: aiohttp.ClientSession, driver: InjectionEventStream
 ) -> dict[str, int]:
@@ -270,7 +262,9 @@ async def test_fifty_clients_get_every_event_exactly_once_in_order(
             assert recorder.peak_pending <= MAX_PENDING
             # Every client gone, no subscription (and so nothing pending) is left.
             await wait_until(
-                lambda node=node, log=log: node.call(lambda: log.subscriber_count) == 0
+                lambda node=node, log=log: node.call(lambda: log.subscriber_count) == 0,
+                timeout=10.0,
+                period=0.01,
             )
         for node, remove in zip(cluster, removers, strict=True):
             node.call(remove)

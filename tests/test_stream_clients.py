@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,7 @@ import httpx_sse
 import pytest
 from aiohttp_sse_client import client as sse_client
 from helpers import EVENT_KEYS as KEYS
+from polling import wait_until
 from sse import Message, RawStream, open_stream
 
 from pytest_injection_events.events import Subscription
@@ -50,15 +51,6 @@ def subscribers(node: FakeNode) -> int:
 
 def subscriptions(node: FakeNode) -> list[Subscription]:
     return node.call(lambda: list(node.event_log._subscriptions))
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a condition the node changes on its own loop (nothing to await on from here)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 #: Every phase: these tests look at control events too (the default stream is `enter`).
