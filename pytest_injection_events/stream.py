@@ -269,8 +269,6 @@ class InjectionEventStream:
         counts every matching event and takes none (what the marker's check does)."""
         __tracebackhide__ = True
         call = self._wait(name, timeout, phase, count, shard, node, after, predicate, consume)
-        if self._home.here():  # one coroutine frame less for the hit to wake (issue 13)
-            return await call
         return await self._home.run(call)
 
     def wait_for_injection_sync(

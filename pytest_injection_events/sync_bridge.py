@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -61,11 +61,13 @@ class Home:
             )
         return asyncio.run_coroutine_threadsafe(call, self.loop)
 
-    async def run(self, call: Coroutine[Any, Any, T]) -> T:
-        """Await `call` on the home loop, from the home loop or any other."""
+    def run(self, call: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """`call` to await on the home loop, from the home loop or any other. Not a
+        coroutine itself: on the home loop the caller awaits `call` directly, with no
+        frame between it and the hit that wakes it."""
         if self.here():
-            return await call
-        return await asyncio.wrap_future(self.submit(call))
+            return call
+        return asyncio.wrap_future(self.submit(call))
 
     def block(self, call: Coroutine[Any, Any, T], what: str) -> T:
         """Run `call` on the home loop and wait for it from synchronous code."""
