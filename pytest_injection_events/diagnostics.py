@@ -42,9 +42,11 @@ def format_event(event: InjectionEvent) -> str:
     )
 
 
-def log_event(event: InjectionEvent) -> None:
+def log_events(events: Sequence[InjectionEvent]) -> None:
+    """Each event as a line of the events logger, asked once per batch whether it is on."""
     if event_logger.isEnabledFor(logging.INFO):
-        event_logger.info("%s", format_event(event))
+        for event in events:
+            event_logger.info("%s", format_event(event))
 
 
 def describe(event: InjectionEvent) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 import aiohttp
@@ -36,6 +37,8 @@ class StreamHost(Protocol):
     phases: list[str]
 
     def deliver(self, event: InjectionEvent, key: str, life: int) -> None: ...
+
+    def deliver_many(self, events: Sequence[InjectionEvent], key: str, life: int) -> None: ...
 
     def restarted(self, node_id: str, why: str) -> None: ...
 

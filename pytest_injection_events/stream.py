@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -22,7 +22,7 @@ from .diagnostics import (
     asked,
     event_logger,
     format_event,
-    log_event,
+    log_events,
     timeout_error,
     unsupported,
     wanted,
@@ -93,7 +93,7 @@ class InjectionEventStream:
         self.restarts: list[tuple[str, float]] = []
         self.opened_at = 0.0
         self._engine = WaitEngine(max_events)
-        self._engine.on_event.append(log_event)
+        self._engine.on_events.append(log_events)
         self._following = Following(self)
         self._listeners: list[
             tuple[asyncio.AbstractEventLoop, asyncio.Queue[InjectionEvent | None]]
@@ -235,12 +235,16 @@ class InjectionEventStream:
     # -- delivery (StreamHost, on the home loop) ------------------------------------------
 
     def deliver(self, event: InjectionEvent, key: str, life: int) -> None:
-        self._engine.deliver(event, key, life)
+        self.deliver_many((event,), key, life)
+
+    def deliver_many(self, events: Sequence[InjectionEvent], key: str, life: int) -> None:
+        self._engine.deliver_many(events, key, life)
         for loop, queue in self._listeners:
-            if loop is self._home.loop:
-                queue.put_nowait(event)
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+            for event in events:
+                if loop is self._home.loop:
+                    queue.put_nowait(event)
+                else:
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
 
     def restarted(self, node_id: str, why: str) -> None:
         self.restarts.append((node_id, time.time()))

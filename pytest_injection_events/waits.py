@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from .errors import EventsLost, InjectionEventsError
 from .event_schema import GAP, GAP_DROPPED, InjectionEvent
@@ -79,7 +80,8 @@ class WaitEngine:
         self._base = 0
         self._unread: dict[str | None, deque[int]] = {}
         self.waits: list[Wait] = []
-        self.on_event: list[Callable[[InjectionEvent], object]] = []
+        #: Called with every batch delivered, before the waits see it (the event log).
+        self.on_events: list[Callable[[Sequence[InjectionEvent]], object]] = []
 
     @property
     def received(self) -> int:
@@ -94,18 +96,27 @@ class WaitEngine:
     # -- delivery -----------------------------------------------------------------
 
     def deliver(self, event: InjectionEvent, key: str, life: int) -> None:
-        """Keep the event and hand it to the waits that match: one pass over the waits,
-        which are few, and nothing made per event but its origin."""
+        self.deliver_many((event,), key, life)
+
+    def deliver_many(self, batch: Sequence[InjectionEvent], key: str, life: int) -> None:
+        """Keep a node's events, in order, and hand each to the waits that match: one pass
+        over the waits per event (they are few), one call per read from the socket, and
+        nothing made per event but its number."""
+        if not batch:
+            return
         events = self.events
         number = self._base + len(events)
-        events.append(event)
-        self._keys.append(key)
-        self._lives.append(life)
-        for callback in self.on_event:
-            callback(event)
-        if event.phase == GAP:
-            self._lost(event, key)
-        else:
+        events.extend(batch)
+        self._keys.extend(repeat(key, len(batch)))
+        self._lives.extend(repeat(life, len(batch)))
+        for callback in self.on_events:
+            callback(batch)
+        unread_of = self._unread
+        for event in batch:
+            if event.phase == GAP:
+                self._lost(event, key)
+                number += 1
+                continue
             taken = finished = False
             for wait in self.waits:
                 # A cancelled wait stays listed until its task runs again: it takes nothing.
@@ -122,10 +133,11 @@ class WaitEngine:
             if finished:
                 self.waits = [w for w in self.waits if not w.future.done()]
             if not taken:
-                unread = self._unread.get(event.injection)
+                unread = unread_of.get(event.injection)
                 if unread is None:
-                    unread = self._unread[event.injection] = deque()
+                    unread = unread_of[event.injection] = deque()
                 unread.append(number)
+            number += 1
         if len(events) > self.max_events * 1.1:
             self._trim()
 

@@ -10,13 +10,34 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from apps import serve
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pytest_injection_events import injection_event_stream
+from pytest_injection_events import injection_event_stream, stream_source
+from pytest_injection_events.errors import EventsLost
 from pytest_injection_events.event_schema import InjectionEvent
-from pytest_injection_events.events import EventLog, gap_record
+from pytest_injection_events.events import EventLog, _dumps, gap_record
 from pytest_injection_events.protocol import EVENTS_PATH
 from pytest_injection_events.sse import SSEDecoder, SSEMessage
 from pytest_injection_events.stream_source import parse_event
+from pytest_injection_events.waits import Wait, WaitEngine
+
+#: Both decoders the hot path may run on: orjson (the `speedups` extra, in the dev extra)
+#: and the standard library's scanner, what a client without the extra uses.
+DECODERS = {"stdlib": stream_source._scan_whole}
+try:
+    import orjson
+
+    DECODERS["orjson"] = orjson.loads
+except ImportError:  # pragma: no cover - the dev extra installs it
+    pass
+
+
+@pytest.fixture(params=sorted(DECODERS))
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(stream_source, "fast_loads", DECODERS[request.param])
+    return str(request.param)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +91,7 @@ def _frames() -> list[str]:
 
 
 @pytest.mark.parametrize("data", _frames(), ids=["enter", "enable", "gap"])  # ids: no clock
-def test_parse_event_is_from_dict(data: str) -> None:
+def test_parse_event_is_from_dict(data: str, decoder: str) -> None:
     event = parse_event(data, "other")
     assert event == InjectionEvent.from_dict(json.loads(data), node="other")
     assert repr(event) == repr(InjectionEvent.from_dict(json.loads(data), node="other"))
@@ -87,25 +108,91 @@ def test_parse_event_is_from_dict(data: str) -> None:
         ({"parameters": None}, lambda e: e.parameters == {}),
         # Ten keys, but not ours: one missing, one unknown.
         ({"future_key": 1, "one_shot": None}, lambda e: e.one_shot is None),
+        # What orjson refuses and json takes: the reference decides.
+        ({"timestamp": float("nan")}, lambda e: e.timestamp != e.timestamp),
+        ({"seq": 2**70}, lambda e: e.seq == 2**70),
     ],
 )
-def test_anything_but_the_usual_event_goes_through_from_dict(change: dict, check: object) -> None:
+def test_anything_but_the_usual_event_goes_through_from_dict(
+    change: dict, check: object, decoder: str
+) -> None:
     data = json.loads(_frames()[0])
     data.update(change)
     if change.get("one_shot", True) is None:
         del data["one_shot"]
     event = parse_event(json.dumps(data), "given")
     assert check(event)  # type: ignore[operator]
-    assert event == InjectionEvent.from_dict(data, node="given")
+    assert repr(event) == repr(InjectionEvent.from_dict(data, node="given"))  # NaN != NaN
 
 
 @pytest.mark.parametrize(
     "data",
     ["[1]", "3", "null", '"enter"', "{", "{} {}", '{"injection": "p"}', " ", ""],
 )
-def test_bad_event_data_is_a_value_error(data: str) -> None:
+def test_bad_event_data_is_a_value_error(data: str, decoder: str) -> None:
     with pytest.raises(ValueError):
         parse_event(data, "n")
+
+
+_names = st.text(min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    injection=_names,
+    kind=st.sampled_from([None, "lambda", "sleep", "handler", "breakpoint"]),
+    phase=st.sampled_from(["enter", "exit", "enable", "disable", "wait", "message"]),
+    shard=st.none() | st.integers(0, 64),
+    seq=st.integers(1, 2**63 - 1),
+    timestamp=st.floats(0, 4e9, allow_nan=False),
+    enter_count=st.integers(0, 2**31),
+    one_shot=st.booleans(),
+    parameters=st.dictionaries(_names, st.text(max_size=20), max_size=3),
+)
+def test_both_decoders_build_what_from_dict_builds(
+    injection: str,
+    kind: str | None,
+    phase: str,
+    shard: int | None,
+    seq: int,
+    timestamp: float,
+    enter_count: int,
+    one_shot: bool,
+    parameters: dict[str, str],
+) -> None:
+    """Any event our node writes, read through either decoder (`fast_loads` is swapped by
+    hand: hypothesis runs every example inside one test, outside function fixtures)."""
+    data = dict(
+        injection=injection,
+        type=kind,
+        phase=phase,
+        shard=shard,
+        node="127.0.0.1:9",
+        seq=seq,
+        timestamp=timestamp,
+        enter_count=enter_count,
+        one_shot=one_shot,
+        parameters=parameters,
+    )
+    wire = _dumps(data)
+    expected = InjectionEvent.from_dict(json.loads(wire))
+    chosen = stream_source.fast_loads
+    try:
+        for loads in DECODERS.values():
+            stream_source.fast_loads = loads
+            event = parse_event(wire, "other")
+            assert event == expected
+            assert repr(event) == repr(expected)
+    finally:
+        stream_source.fast_loads = chosen
+
+
+def test_json_decoder_names_the_one_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_source, "fast_loads", stream_source._scan_whole)
+    assert stream_source.json_decoder() == "json (stdlib)"
+    if "orjson" in DECODERS:
+        monkeypatch.setattr(stream_source, "fast_loads", DECODERS["orjson"])
+        assert stream_source.json_decoder() == f"orjson {orjson.__version__}"
 
 
 @pytest_asyncio.fixture
@@ -169,3 +256,90 @@ def test_the_node_encodes_the_usual_event_as_the_json_encoder_does(event: tuple)
     assert body.isascii()
     gap = gap_record("127.0.0.1:9", 1, 4, "dropped")
     assert gap.frame.decode().split("data: ", 1)[1][:-2] == _dumps(gap.data)
+
+
+@pytest.mark.asyncio
+async def test_one_read_of_mixed_events_is_delivered_in_the_node_order() -> None:
+    """A read's usual events go to the waits in one batch; a malformed event, a gap and
+    an event of another shape between them keep their place (issue 13's batching)."""
+    usual = json.loads(_frames()[0])
+    odd = {**usual, "seq": 3, "future_key": True}  # not the usual shape: from_dict
+    gap = json.loads(gap_record("127.0.0.1:9", 4, 5, "dropped").frame.decode().split("data: ")[1])
+    frames = [
+        (1, json.dumps({**usual, "seq": 1})),
+        (2, "{not json"),
+        (2, json.dumps({**usual, "seq": 2, "injection": "q"})),
+        (3, json.dumps(odd)),
+        (5, json.dumps(gap)),
+        (6, json.dumps({**usual, "seq": 6})),
+        (7, json.dumps({**usual, "seq": 7})),
+    ]
+    wire = "".join(f"id: {n}\ndata: {body}\n\n" for n, body in frames).encode()
+    done = asyncio.Event()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(wire)  # one write: most likely one read, one batch
+        await done.wait()
+        return response
+
+    runner, port = await serve(events, EVENTS_PATH)
+    try:
+        async with injection_event_stream(f"http://127.0.0.1:{port}") as stream:
+            seen = []
+            async for event in stream:
+                seen.append((event.phase, event.seq, event.injection))
+                if event.seq == 7:
+                    break
+            source = next(iter(stream._following.sources.values()))
+            assert source.last_id == "7"
+            assert source.seq == 7
+            assert [g.missed_from for g in stream.gaps] == [4]
+            last = await stream.wait_for_injection("p", count=4, timeout=5)
+    finally:
+        done.set()
+        await runner.cleanup()
+    assert seen == [
+        ("enter", 1, "p"),
+        ("enter", 2, "q"),
+        ("enter", 3, "p"),
+        ("gap", None, None),
+        ("enter", 6, "p"),
+        ("enter", 7, "p"),
+    ]
+    assert last.seq == 7  # 1, 3 (from_dict's) and 6 are taken with it
+
+
+def _event(seq: int, injection: str = "p", phase: str = "enter") -> InjectionEvent:
+    return InjectionEvent(injection, "lambda", phase, 0, "127.0.0.1:9", seq, float(seq))
+
+
+@pytest.mark.asyncio
+async def test_a_batch_completes_a_wait_midway_and_keeps_the_rest_for_the_next() -> None:
+    engine = WaitEngine()
+    first = Wait(lambda e, _k, _l: e.injection == "p", 2, None, True, "p twice")
+    engine.waits.append(first)
+    engine.deliver_many([_event(1), _event(2, "q"), _event(3), _event(4)], "n", 0)
+    assert first.future.result().seq == 3
+    assert engine.waits == []
+    later = Wait(lambda e, _k, _l: e.injection == "p", 1, None, True, "p")
+    assert engine.take_existing(later, "p") is not None and later.taken == [3]
+    other = Wait(lambda e, _k, _l: e.injection == "q", 1, None, True, "q")
+    assert engine.take_existing(other, "q") is not None and other.taken == [1]
+    assert [e.seq for e in engine.events] == [1, 2, 3, 4]
+
+
+@pytest.mark.asyncio
+async def test_a_gap_inside_a_batch_fails_the_wait_pending_then_and_keeps_what_follows() -> None:
+    engine = WaitEngine()
+    pending = Wait(lambda e, _k, _l: e.injection == "p", 3, "n", True, "p thrice")
+    engine.waits.append(pending)
+    lost = InjectionEvent(None, None, "gap", None, "127.0.0.1:9", None, 2.0, missed_from=2)
+    engine.deliver_many([_event(1), lost, _event(3)], "n", 0)
+    with pytest.raises(EventsLost):
+        pending.future.result()
+    assert pending.taken == []  # given back: the event before the gap stays unread
+    assert [e.seq for e in engine.events] == [1, None, 3]
+    again = Wait(lambda e, _k, _l: e.injection == "p", 2, None, True, "p twice")
+    assert engine.take_existing(again, "p") is not None and again.taken == [0, 2]
