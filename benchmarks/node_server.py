@@ -22,6 +22,7 @@ import json
 import sys
 from typing import Any
 
+from pytest_injection_events.events import DEFAULT_CAPACITY
 from pytest_injection_events.node import FakeNode
 
 #: Hits made in a row before the burst lets the server write.
@@ -29,7 +30,6 @@ BURST_CHUNK = 200
 #: The burst pauses while any reader has more records than this waiting to be written,
 #: so a reader is measured at its own speed instead of being cut off as slow.
 BURST_MAX_PENDING = 4_000
-EVENT_CAPACITY = 1_000_000
 
 
 class Driver:
@@ -101,11 +101,19 @@ def serve() -> None:
         "--no-events", action="store_true", help="ScyllaDB's API only: no /events (a log node)"
     )
     parser.add_argument("--log-level", default="info", help="the node log's level")
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=DEFAULT_CAPACITY,
+        help=f"events the node keeps (default {DEFAULT_CAPACITY:,}, a FakeNode's own)",
+    )
     args = parser.parse_args()
-    # Keeps every event of a run, so `hits` answers for all of them (the default is 10,000);
-    # a node without /events keeps them too: `hits` reads the node's own record of its hits.
+    # `hits` reads the node's own record of its hits (a node without /events keeps one
+    # too), so the caller asks for a capacity that holds every hit it will ask about. Not
+    # more: a node that keeps a million records pays the garbage collector's passes over
+    # them on every hit of a burst (docs/benchmarks.md).
     with FakeNode(
-        event_capacity=EVENT_CAPACITY, events=not args.no_events, log_level=args.log_level
+        event_capacity=args.capacity, events=not args.no_events, log_level=args.log_level
     ) as node:
         driver = Driver(node)
         print(json.dumps({"url": node.url, "log_path": node.log_path}), flush=True)

@@ -92,6 +92,8 @@ class Throughput:
     #: the node's per event it produced (0.0 where /proc is missing or in older data).
     client_cpu: float = 0.0
     node_cpu: float = 0.0
+    #: What decoded the events' JSON in the clients ("" in older data).
+    decoder: str = ""
 
     @property
     def slowest_client_rate(self) -> float:
@@ -466,14 +468,19 @@ def markdown(results: Results) -> str:
         "they share the other, and one client's rate falls to about "
         "1 / (client CPU + node CPU) per event.",
         "",
-        "| clients | events per client per burst | events/s to each client | events/s in all "
-        "| lost | duplicated | gaps | reconnects | client CPU per event | node CPU per event |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "The last row is one client again with the standard library's JSON decoder "
+        "instead of orjson (the `speedups` extra): what the optional dependency buys.",
+        "",
+        "| clients | JSON decoder | events per client per burst | events/s to each client "
+        "| events/s in all | lost | duplicated | gaps | reconnects | client CPU per event "
+        "| node CPU per event |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in results.throughput:
         rates = sorted(t.clients * t.per_client / s for s in t.seconds)
         lines.append(
-            f"| {t.clients} | {t.per_client:,} | {t.slowest_client_rate:,.0f} "
+            f"| {t.clients} | {t.decoder or 'json (stdlib)'} | {t.per_client:,} "
+            f"| {t.slowest_client_rate:,.0f} "
             f"| {t.total_rate:,.0f} ({rates[0]:,.0f} to {rates[-1]:,.0f}) "
             f"| {t.lost} | {t.duplicated} | {t.gaps} | {t.reconnects} "
             f"| {t.client_cpu * 1e6:.1f} us | {t.node_cpu * 1e6:.1f} us |"

@@ -29,7 +29,7 @@ import tempfile
 import time
 import timeit
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +37,8 @@ from typing import Any
 
 import report
 
-from pytest_injection_events import InjectionApi, injection_event_stream
-from pytest_injection_events.events import EventLog
+from pytest_injection_events import InjectionApi, injection_event_stream, stream_source
+from pytest_injection_events.events import DEFAULT_CAPACITY, EventLog
 from pytest_injection_events.injector import Injector
 
 HERE = Path(__file__).resolve().parent
@@ -274,13 +274,27 @@ async def measure_latency(
     return result
 
 
+@contextlib.contextmanager
+def standard_json(wanted: bool) -> Iterator[str]:
+    """The client decodes events with the standard library instead of orjson while in it
+    (the optional speedup's own gain, measured in the same run); yields the decoder."""
+    chosen = stream_source.fast_loads
+    if wanted:
+        stream_source.fast_loads = stream_source._scan_whole
+    try:
+        yield stream_source.json_decoder()
+    finally:
+        stream_source.fast_loads = chosen
+
+
 async def measure_throughput(
-    node: NodeProcess, clients: int, per_client: int, bursts: int = 3
+    node: NodeProcess, clients: int, per_client: int, bursts: int = 3, *, stdlib: bool = False
 ) -> report.Throughput:
     """Every client parses and matches every event (`wait_for_injection(count=N)`).
     Several bursts on the same streams, so one scheduling hiccup does not make the figure;
     every client must get exactly the seqs of every burst."""
     async with contextlib.AsyncExitStack() as stack:
+        decoder = stack.enter_context(standard_json(stdlib))
         streams = [
             await stack.enter_async_context(
                 injection_event_stream(node.url, injections=[BURST_POINT], phases=["enter"])
@@ -319,6 +333,7 @@ async def measure_throughput(
             reconnects=sum(s.reconnects for s in streams),
             client_cpu=client_cpu,
             node_cpu=node_cpu,
+            decoder=decoder,
         )
 
 
@@ -532,12 +547,14 @@ async def run_all(args: argparse.Namespace) -> report.Results:
     costs = {**measure_call_costs(), **await measure_fan_out()} if "costs" in parts else {}
     if costs:
         print("cost per call (ns):", {k: round(v, 1) for k, v in costs.items()}, flush=True)
-    node = await NodeProcess.start()
+    # Every hit `hits` is asked about stays kept, and no more than a node keeps by default.
+    capacity = ["--capacity", str(max(DEFAULT_CAPACITY, 4 * len(WAYS) * (WARMUP + args.hits)))]
+    node = await NodeProcess.start(*capacity)
     latency = Latencies()
     throughput: list[report.Throughput] = []
     try:
         if "latency" in parts:
-            log_node = await NodeProcess.start("--no-events")
+            log_node = await NodeProcess.start("--no-events", *capacity)
             try:
                 started, cpu = time.perf_counter(), cpu_times()
                 latency = await measure_latency(node, log_node, args.hits, rng, args.ways)
@@ -556,10 +573,12 @@ async def run_all(args: argparse.Namespace) -> report.Results:
             throughput = [
                 await measure_throughput(node, 1, args.events),
                 await measure_throughput(node, 50, args.events_each),
+                await measure_throughput(node, 1, args.events, stdlib=True),
             ]
             for t in throughput:
                 print(
-                    f"throughput: {t.clients} client(s): {t.total_rate:,.0f} events/s, "
+                    f"throughput: {t.clients} client(s), {t.decoder}: "
+                    f"{t.total_rate:,.0f} events/s, "
                     f"lost {t.lost}, duplicated {t.duplicated}, gaps {t.gaps}; CPU per event: "
                     f"client {t.client_cpu * 1e6:.1f} us, node {t.node_cpu * 1e6:.1f} us",
                     flush=True,
