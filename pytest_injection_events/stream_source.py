@@ -32,10 +32,9 @@ _PROBE = "pytest-injection-events.position"
 
 _log = logging.getLogger("pytest_injection_events.client")
 
-#: The keys of every event but a gap, in the order our node writes them (docs/http-api.md).
-_EVENT_FIELDS = tuple(
-    "injection type phase shard node seq timestamp enter_count one_shot parameters".split()
-)
+#: How many keys every event but a gap has (docs/http-api.md): injection, type, phase,
+#: shard, node, seq, timestamp, enter_count, one_shot, parameters.
+_FIELD_COUNT = 10
 #: The decoder's scanner itself (`raw_decode` without its Python frame): StopIteration
 #: when the text does not start with a JSON value.
 _scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
@@ -72,7 +71,7 @@ def json_decoder() -> str:
 def parse_event(data: str, node: str) -> InjectionEvent:
     """The event a `data:` field carries; ValueError if it is none.
 
-    The usual event (our node's keys in our order, no more, no fewer; numbers of the
+    The usual event (our node's keys, no more, no fewer; numbers of the
     types our node writes, a node id, a parameters object) has its values set as the
     event's attributes, one by one: the same event `InjectionEvent.from_dict` makes, in
     half the time, which is most of what a reader spends per event. (Not the decoded
@@ -85,36 +84,39 @@ def parse_event(data: str, node: str) -> InjectionEvent:
         obj = fast_loads(data)
     except (ValueError, StopIteration):
         obj = None
-    if type(obj) is dict and tuple(obj) == _EVENT_FIELDS:
-        seq, enter_count, timestamp, shard = (
-            obj["seq"],
-            obj["enter_count"],
-            obj["timestamp"],
-            obj["shard"],
-        )
-        phase, parameters, origin = obj["phase"], obj["parameters"], obj["node"]
-        if (
-            type(seq) is int
-            and type(enter_count) is int
-            and type(timestamp) is float
-            and (shard is None or type(shard) is int)
-            and type(phase) is str
-            and type(parameters) is dict
-            and origin
-        ):
-            # Unrolled, not a loop over the names: a quarter less time per event.
-            event = _new(InjectionEvent)
-            _set(event, "injection", obj["injection"])
-            _set(event, "type", obj["type"])
-            _set(event, "phase", phase)
-            _set(event, "shard", shard)
-            _set(event, "node", origin)
-            _set(event, "seq", seq)
-            _set(event, "timestamp", timestamp)
-            _set(event, "enter_count", enter_count)
-            _set(event, "one_shot", obj["one_shot"])
-            _set(event, "parameters", parameters)
-            return event
+    if type(obj) is dict and len(obj) == _FIELD_COUNT:
+        try:  # all ten there, and no other: the count says so
+            seq, enter_count, timestamp, shard = (
+                obj["seq"],
+                obj["enter_count"],
+                obj["timestamp"],
+                obj["shard"],
+            )
+            phase, parameters, origin = obj["phase"], obj["parameters"], obj["node"]
+            if (
+                type(seq) is int
+                and type(enter_count) is int
+                and type(timestamp) is float
+                and (shard is None or type(shard) is int)
+                and type(phase) is str
+                and type(parameters) is dict
+                and origin
+            ):
+                # Unrolled, not a loop over the names: a quarter less time per event.
+                event = _new(InjectionEvent)
+                _set(event, "injection", obj["injection"])
+                _set(event, "type", obj["type"])
+                _set(event, "phase", phase)
+                _set(event, "shard", shard)
+                _set(event, "node", origin)
+                _set(event, "seq", seq)
+                _set(event, "timestamp", timestamp)
+                _set(event, "enter_count", enter_count)
+                _set(event, "one_shot", obj["one_shot"])
+                _set(event, "parameters", parameters)
+                return event
+        except KeyError:
+            pass
     decoded = json.loads(data)
     # from_dict expects a mapping, and takes any phase: the reader needs a name.
     if not isinstance(decoded, dict) or not isinstance(decoded.get("phase"), str):
