@@ -245,7 +245,8 @@ class Results:
             ),
             *(
                 Target(
-                    f"(issue 5) {t.clients} client(s) lose nothing",
+                    f"(issue 5) {t.clients} client(s){_decoded_by(t) if t is not one else ''} "
+                    "lose nothing",
                     f"{t.lost} lost, {t.duplicated} duplicated, {t.gaps} gaps",
                     t.intact,
                 )
@@ -564,6 +565,24 @@ def plot(results: Results, path: Path) -> None:
     plt.close(fig)
 
 
+def _decoded_by(t: Throughput) -> str:
+    return f" ({t.decoder})" if t.decoder else ""
+
+
+def _without_speedups(results: Results) -> str:
+    """The one-client figure again with the standard library's decoder, where measured."""
+    one = next(t for t in results.throughput if t.clients == 1)
+    again = [t for t in results.throughput if t.clients == 1 and t is not one]
+    if not again or not one.decoder.startswith("orjson"):
+        return ""
+    t = again[0]
+    return (
+        f"; with the standard library's JSON decoder instead, one client parsed "
+        f"{t.total_rate:,.0f} (client CPU {t.client_cpu * 1e6:.1f} us an event against "
+        f"{one.client_cpu * 1e6:.1f})"
+    )
+
+
 def readme_section(results: Results) -> list[str]:
     """The README's headline figures: the same run as docs/benchmarks.md, never retyped."""
     m = results.machine
@@ -583,8 +602,9 @@ def readme_section(results: Results) -> list[str]:
     hit = " / ".join(f"{costs[subscribers_label(n)] / 1e3:.1f}" for n in SUBSCRIBERS)
     lines += [
         "",
-        f"One client parsed {one.total_rate:,.0f} events/s and {many.clients} clients "
-        f"{many.total_rate:,.0f} in all ({many.lost} lost). A disabled point cost "
+        f"One client parsed {one.total_rate:,.0f} events/s{_decoded_by(one)} and "
+        f"{many.clients} clients {many.total_rate:,.0f} in all ({many.lost} lost)"
+        f"{_without_speedups(results)}. A disabled point cost "
         f"{costs[DISABLED]:.0f} ns a call (a bare `name in dict` {costs[REFERENCE]:.0f} ns); "
         f"an enabled hit {hit} us with {' / '.join(map(str, SUBSCRIBERS))} readers waiting.",
         "",
