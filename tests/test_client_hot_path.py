@@ -243,10 +243,12 @@ async def test_bad_events_are_skipped_and_the_reader_goes_on(
         ("p", None, "enable", None, 0, False, {}),
         ('na"me\\ é\u2028\x00', "breakpoint", "wait", 0, 10**20, False, {"é": "\u2029\n"}),
         ("p", "parameter", "enter", 3, 1, False, {"big": "x" * 5000}),  # truncated
+        ("p", "lambda", "enter", 1, 1, False, {}),
+        ("p", "lambda", "enter", True, 1, False, {}),  # not the cached prefix of shard 1
     ],
 )
 def test_the_node_encodes_the_usual_event_as_the_json_encoder_does(event: tuple) -> None:
-    """The frame's template (events._encode) against the encoder it stands in for."""
+    """The frame's template (events._frame) against the encoder it stands in for."""
     from pytest_injection_events.events import _dumps
 
     log = EventLog("127.0.0.1:9 é")
