@@ -123,7 +123,15 @@ class WaitEngine:
                 if wait.future.done():
                     finished = True
                     continue
-                if (taken and wait.consume) or not wait.matches(event, key, life):
+                if taken and wait.consume:
+                    continue
+                try:
+                    if not wait.matches(event, key, life):
+                        continue
+                except Exception as exc:  # the test's predicate: its wait fails, not the reader
+                    self.give_back(wait)
+                    wait.future.set_exception(exc)
+                    finished = True
                     continue
                 wait.taken.append(number)
                 taken = taken or wait.consume

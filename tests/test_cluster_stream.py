@@ -439,3 +439,32 @@ async def test_bursts_on_several_servers_arrive_whole_in_each_servers_order(
     assert seqs(logged) == list(range(1, 42))
     assert last.seq == 201
     assert stream.gaps == []
+
+
+@pytest.mark.asyncio
+async def test_a_predicate_that_raises_fails_its_wait_and_the_reading_goes_on(
+    manager: Manager, http: aiohttp.ClientSession
+) -> None:
+    """The predicate runs where the event is delivered, in the node's reader: its error
+    is the waiting test's, and the reader goes on for every other wait."""
+
+    def broken(event: Any) -> bool:
+        raise LookupError(f"no such field in {event.seq}")
+
+    async with injection_event_stream() as stream:
+        servers = await servers_add(manager, stream, "stream", 2)
+        for server in servers:
+            await enable(server)
+        waiting = asyncio.create_task(
+            stream.wait_for_injection(POINT, node=servers[0], predicate=broken, timeout=10)
+        )
+        other = asyncio.create_task(stream.wait_for_injection(POINT, node=servers[0], timeout=10))
+        await write(http, servers[0])
+        with pytest.raises(LookupError, match="no such field"):
+            await waiting
+        assert (await other).node == stream.node_id(servers[0])
+        await write(http, servers[1])
+        await write(http, servers[0])
+        later = await stream.wait_for_injection(POINT, node=servers[0], timeout=10)
+        assert later.seq == 3  # enable, the first write, this one: nothing lost on the way
+        await stream.wait_for_injection(POINT, node=servers[1], timeout=10)
