@@ -271,19 +271,18 @@ class StreamSource(NodeSource):
 
     async def _read(self, response: HttpStream) -> None:
         """Events reach the waits from the callback that read them: no loop turn added."""
-        feed = SSEDecoder().feed_fields
-        response.read_body(lambda chunk: self._take(feed(chunk)))
+        feed = SSEDecoder().feed_data
+        response.read_body(lambda chunk: self._take(*feed(chunk)))
         await response.ended()
 
-    def _take(self, messages: list[tuple[str, str | None, str]]) -> None:
+    def _take(self, messages: list[str], last_id: str | None) -> None:
         """The events of one read, delivered in one call: the usual event (numbered, after
         the history we skip, no gap held back) joins the batch; any other flushes it and
-        goes through `_dispatch`, so the order stays the node's."""
+        goes through `_dispatch`, so the order stays the node's. The resume point moves
+        past the read once it is delivered (an error before then replays it, not skips)."""
         batch: list[InjectionEvent] = []
         node_id = self.node_id
-        for data, event_id, _ in messages:
-            if event_id is not None:
-                self.last_id = event_id
+        for data in messages:
             try:
                 event = parse_event(data, node_id)
             except ValueError as exc:
@@ -304,6 +303,8 @@ class StreamSource(NodeSource):
             self._dispatch(event)
         if batch:
             self._deliver_batch(batch)
+        if last_id is not None:
+            self.last_id = last_id
 
     def _deliver_batch(self, batch: list[InjectionEvent]) -> None:
         self.seq = batch[-1].seq or self.seq

@@ -4,6 +4,7 @@ the event built straight from the decoded object, and bad events skipped, not fa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 
@@ -67,6 +68,53 @@ def test_the_common_block_and_its_near_misses(
     assert decoder.last_event_id == last_id
     fields = SSEDecoder().feed_fields(wire)
     assert fields == [(m.data, m.id, m.event) for m in expected]
+    ids = [m.id for m in expected if m.id is not None]
+    assert SSEDecoder().feed_data(wire.encode()) == (
+        [m.data for m in expected],
+        ids[-1] if ids else None,
+    )
+
+
+_USUAL_BLOCKS = st.builds(
+    lambda n, data: f"id: {n}\ndata: {data}\n\n",
+    st.integers(0, 10**6),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=8),
+)
+_ODD_BLOCKS = st.sampled_from(
+    [
+        ": heartbeat\n\n",
+        "data: no id\n\n",
+        "id: 7\n\n",
+        "id: 8\ndata: a\ndata: b\n\n",
+        "event: x\nid: 9\ndata: e\n\n",
+        "id: 1\0\ndata: nul\n\n",
+        "id: 10\r\ndata: crlf\r\n\r\n",
+        "id:11\ndata:tight\n\n",
+        "id: 12\ndata: c\nretry: 5\nid: 13\ndata: d\n\n",  # three lines, no blank
+        "\n",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    blocks=st.lists(_USUAL_BLOCKS | _ODD_BLOCKS, max_size=12),
+    cuts=st.lists(st.integers(0, 400), max_size=4),
+)
+def test_feed_data_gives_what_feed_gives_however_the_reads_fall(
+    blocks: list[str], cuts: list[int]
+) -> None:
+    """Whole chunks of usual blocks take the fast cut; any other chunk, or a chunk cut
+    anywhere (inside a block, a CRLF, a character), the decoder's rules: same result."""
+    wire = "".join(blocks).encode()
+    points = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
+    reads = [wire[a:b] for a, b in itertools.pairwise(points)]
+    fast, rules = SSEDecoder(), SSEDecoder()
+    for read in reads:
+        messages = rules.feed_fields(read)
+        ids = [event_id for _, event_id, _ in messages if event_id is not None]
+        assert fast.feed_data(read) == ([data for data, _, _ in messages], ids[-1] if ids else None)
+        assert fast.last_event_id == rules.last_event_id
 
 
 def test_a_character_cut_across_chunks_survives_an_empty_read_between() -> None:
