@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 
 from .event_schema import PHASES
@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: How often `serve` looks whether a stop signal came, in seconds.
+STOP_CHECK = 0.05
+
+
 def run_serve(args: argparse.Namespace) -> int:
     cluster = FakeCluster(
         args.nodes,
@@ -175,15 +179,20 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     for index, node in enumerate(cluster):
         node.port = args.port + index if args.port else 0
-    stop = threading.Event()
+    # The handlers only note the signal. One that takes a lock (`threading.Event.set`)
+    # deadlocks when the signal lands while the main thread holds that lock, inside
+    # `Event.wait` itself: the stop then never came (seen under load in CI).
+    received: list[int] = []
     previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
         with cluster:
             for node in cluster:
                 print(f"node {node.node_id} listening on {node.url}", flush=True)
-            stop.wait()
+            while not received:
+                time.sleep(STOP_CHECK)  # the handler runs when the signal comes
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
