@@ -29,6 +29,9 @@ from .source import NodeSource, StreamHost, stop_task
 #: Where inotify is missing, the file is checked this often.
 POLL_PERIOD = 0.01
 _READ_SIZE = 1 << 20
+#: Reading at an offset without a seek (not on Windows, where an open file also blocks
+#: its rename: there the file is opened for each read).
+_PREAD = hasattr(os, "pread")
 
 _log = logging.getLogger("pytest_injection_events.client")
 
@@ -76,9 +79,9 @@ class _Inotify:
         return cls._libc
 
     def _ready(self) -> None:
+        # One read: what did not fit keeps the descriptor readable, and the loop calls again.
         try:
-            while os.read(self.fd, 65536):
-                pass
+            os.read(self.fd, 65536)
         except BlockingIOError:
             pass
         self._callback()
@@ -106,6 +109,9 @@ class LogSource(NodeSource):
         self._handler_entered: set[tuple[str | None, int]] = set()
         self._watch: _Inotify | None = None
         self._poller: asyncio.Task[None] | None = None
+        #: The file, kept open between reads where reading at an offset needs no seek
+        #: (POSIX): a read after a wakeup is then a stat and a pread, not six calls.
+        self._fd: int | None = None
 
     def describe(self) -> str:
         return f"log {self.path}"
@@ -148,22 +154,48 @@ class LogSource(NodeSource):
 
     def read(self) -> None:
         """Turn every whole line written since the last read into events."""
+        if self._fd is None or not _PREAD:
+            self._read_anew()
+            return
         try:
-            with open(self.path, "rb") as file:
-                stat = os.fstat(file.fileno())
-                if self._inode is not None and (
-                    stat.st_ino != self._inode or stat.st_size < self._offset
-                ):
-                    self._new_life("replaced" if stat.st_ino != self._inode else "truncated")
-                self._inode = stat.st_ino
-                if stat.st_size == self._offset:
-                    return
-                file.seek(self._offset)
-                while chunk := file.read(_READ_SIZE):
-                    self._offset += len(chunk)
-                    self._lines(chunk)
+            stat = os.stat(self.path)
         except FileNotFoundError:
             return
+        if stat.st_ino != self._inode or stat.st_size < self._offset:
+            self._read_anew()  # replaced or truncated: the open file is the old one
+            return
+        while stat.st_size > self._offset:
+            chunk = os.pread(self._fd, _READ_SIZE, self._offset)
+            if not chunk:
+                break
+            self._offset += len(chunk)
+            self._lines(chunk)
+
+    def _read_anew(self) -> None:
+        """Open the file (again), tell a new life by its inode or size, read what is new."""
+        self._close_file()
+        try:
+            file = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with file:
+            stat = os.fstat(file.fileno())
+            if self._inode is not None and (
+                stat.st_ino != self._inode or stat.st_size < self._offset
+            ):
+                self._new_life("replaced" if stat.st_ino != self._inode else "truncated")
+            self._inode = stat.st_ino
+            if _PREAD:
+                self._fd = os.dup(file.fileno())
+            file.seek(self._offset)
+            while chunk := file.read(_READ_SIZE):
+                self._offset += len(chunk)
+                self._lines(chunk)
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _new_life(self, why: str) -> None:
         self.life += 1
@@ -212,6 +244,7 @@ class LogSource(NodeSource):
             )
 
     async def close(self) -> None:
+        self._close_file()
         if self._watch is not None:
             self._watch.close()
             self._watch = None

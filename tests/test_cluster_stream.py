@@ -33,6 +33,7 @@ from pytest_injection_events import (
     UnsupportedWait,
     injection_event_stream,
 )
+from pytest_injection_events.protocol import format_log_line
 
 SOURCES = ["stream", "log", "poll"]
 POINT = "kv_write_delay"  # a sleep point on every write: enabled with ms=0, it only counts
@@ -77,6 +78,13 @@ async def attach(
 async def write(http: aiohttp.ClientSession, server: ServerInfo, key: str = "k") -> None:
     async with http.put(f"{server.url}/kv/{key}", data=b"v", params={"replicate": "false"}) as r:
         assert r.status == 200, await r.text()
+
+
+def open_files() -> list[str]:
+    """What this process has open, where /proc says (Linux); else nothing."""
+    if not os.path.isdir("/proc/self/fd"):
+        return []
+    return [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
 
 
 async def enable(server: ServerInfo, name: str = POINT, one_shot: bool = False) -> None:
@@ -468,3 +476,37 @@ async def test_a_predicate_that_raises_fails_its_wait_and_the_reading_goes_on(
         later = await stream.wait_for_injection(POINT, node=servers[0], timeout=10)
         assert later.seq == 3  # enable, the first write, this one: nothing lost on the way
         await stream.wait_for_injection(POINT, node=servers[1], timeout=10)
+
+
+@pytest.mark.asyncio
+async def test_a_log_replaced_or_removed_and_written_again_is_followed_by_its_path(
+    manager: Manager, tmp_path: Any
+) -> None:
+    """Rotation by rename, then a removed and recreated file: each is a new life read
+    from its first line, and the file kept open between reads is let go at the end."""
+    server = await manager.server_add(events=False)
+    path = tmp_path / "server.log"
+
+    def append(target: Any, *names: str, ago: float = 0.0) -> None:
+        with open(target, "a", encoding="utf-8") as log:
+            for name in names:
+                line = f'Triggering injection "{name}"'
+                log.write(format_log_line("DEBUG", time.time() - ago, 0, line))
+
+    # Stamped before the stream opened (a line of its own millisecond would count): no event.
+    append(path, "before", ago=5)
+    async with injection_event_stream() as stream:
+        await stream.add_node(server, log=path)
+        append(path, "p")
+        first = await stream.wait_for_injection("p", node=server, timeout=10)
+        os.rename(path, tmp_path / "server.log.1")  # logrotate's default: a new file
+        append(path, "p", "p")
+        append(tmp_path / "server.log.1", "p")  # the old file, no longer the path's
+        rotated = await stream.wait_for_injection("p", node=server, count=2, timeout=10)
+        os.remove(path)
+        append(path, "p")
+        recreated = await stream.wait_for_injection("p", node=server, timeout=10)
+        assert [e.seq for e in (first, rotated, recreated)] == [1, 2, 1]
+        assert len(stream.restarts) == 2
+        assert [e.injection for e in stream.events] == ["p"] * 4
+    assert not [name for name in open_files() if name.startswith(str(path))]
