@@ -372,9 +372,9 @@ NOTES = (
     "110,645 / 109,999 / 118,454 events/s, 50 clients 107,901 / 119,995 / 94,072 "
     "against 146,716 / 172,196 / 145,827. In quieter minutes one client got 136,000 to "
     "148,000 and 50 clients 156,000 to 187,000 (four runs at 04:52). Full runs of this "
-    "benchmark at 04:52, 04:56 and 05:01 (this page): one client 139,900, 101,678 and "
-    "122,802 events/s, 50 clients 203,133, 142,589 and 182,204; every target passed in "
-    "each.",
+    "benchmark at 04:52, 04:56, 05:01 and 05:20 (this page): one client 139,900, "
+    "101,678, 122,802 and 124,769 events/s, 50 clients 203,133, 142,589, 182,204 and "
+    "174,914; every target passed in each.",
     "The benchmark's node kept a million events (so that `hits` could answer for every "
     "hit of a run); it now keeps what a FakeNode keeps by default, 10,000, or what the "
     "latency hits need if more. The garbage collector's passes over a million kept "
@@ -429,10 +429,17 @@ NOTES = (
     "ratio of 100 readers to 1 stayed between 0.91x and 1.05x.",
     "The log source: the line's date is parsed by slicing and `mktime`, cached per "
     "second (157 us on the first line after an idle with `time.strptime`; 4.4 us warm "
-    "now). It is now 1.8x-1.9x the stream's p50 because the stream got faster; the "
-    "node writes its log line a loop callback after the hit (so that the stream's "
-    "writer goes first), through `logging`, and the reader is woken by inotify; that "
-    "path was not measured further.",
+    "now). It was then 1.8x-1.9x the stream's p50, because the stream got faster. "
+    "Measured on 2026-12-03 (60 hits after 20-150 ms idles, p50, two alternating runs "
+    "each): from the hit to the reader's inotify wakeup 0.41-0.51 ms (the node's "
+    "`logging` write and the wakeup), then 0.34-0.36 ms to the wait's return, of which "
+    "0.13 ms went to opening, stat-ing, seeking, reading and closing the file after an "
+    "idle. The file now stays open between reads (a stat of the path tells a replaced "
+    "or truncated file, then a pread): 0.13 -> 0.07 ms, wakeup to return 0.34-0.36 -> "
+    "0.27-0.29 ms, and the full run of this page put the log source at 1.64x the "
+    "stream's p50 (1.76x-1.88x in the three full runs before it). Writing the node's "
+    "line at the hit instead of a loop callback later (for a node without `/events`) "
+    "was tried and bought nothing measurable.",
 )
 
 
