@@ -240,10 +240,11 @@ class InjectionEventStream:
     def deliver_many(self, events: Sequence[InjectionEvent], key: str, life: int) -> None:
         self._engine.deliver_many(events, key, life)
         for loop, queue in self._listeners:
-            for event in events:
-                if loop is self._home.loop:
+            if loop is self._home.loop:
+                for event in events:
                     queue.put_nowait(event)
-                else:
+            else:
+                for event in events:
                     loop.call_soon_threadsafe(queue.put_nowait, event)
 
     def restarted(self, node_id: str, why: str) -> None:
