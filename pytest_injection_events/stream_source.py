@@ -32,9 +32,11 @@ _PROBE = "pytest-injection-events.position"
 
 _log = logging.getLogger("pytest_injection_events.client")
 
-#: How many keys every event but a gap has (docs/http-api.md): injection, type, phase,
-#: shard, node, seq, timestamp, enter_count, one_shot, parameters.
-_FIELD_COUNT = 10
+#: The keys of every event but a gap, as the node writes them (docs/http-api.md).
+_EVENT_FIELDS = tuple(
+    "injection type phase shard node seq timestamp enter_count one_shot parameters".split()
+)
+_FIELD_COUNT = len(_EVENT_FIELDS)
 #: The decoder's scanner itself (`raw_decode` without its Python frame): StopIteration
 #: when the text does not start with a JSON value.
 _scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
